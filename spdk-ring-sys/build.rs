@@ -10,7 +10,12 @@ const HOW_TO_ENABLE: &str = "install SPDK under /usr/local (pkg-config finds it 
      PKG_CONFIG_PATH=/path/to/spdk/lib/pkgconfig, then rebuild";
 
 fn main() {
-    for var in ["SPDK_DIR", "PKG_CONFIG_PATH", "PKG_CONFIG", "SPDK_RING_NO_SPDK"] {
+    for var in [
+        "SPDK_DIR",
+        "PKG_CONFIG_PATH",
+        "PKG_CONFIG",
+        "SPDK_RING_NO_SPDK",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=wrapper.h");
@@ -20,7 +25,9 @@ fn main() {
         build_without_spdk("SPDK_RING_NO_SPDK is set");
         return;
     }
-    let spdk_dir = env::var_os("SPDK_DIR").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let spdk_dir = env::var_os("SPDK_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     match locate(spdk_dir.as_deref(), &SystemPkgConfig) {
         Ok(Located::Found(install)) => build_with_spdk(&install),
         Ok(Located::Absent { why }) => build_without_spdk(&why),
@@ -59,7 +66,12 @@ fn build_with_spdk(install: &SpdkInstall) {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     bindgen::Builder::default()
         .header("wrapper.h")
-        .clang_args(install.include_dirs.iter().map(|d| format!("-I{}", d.display())))
+        .clang_args(
+            install
+                .include_dirs
+                .iter()
+                .map(|d| format!("-I{}", d.display())),
+        )
         .allowlist_function("spdk_.*")
         .allowlist_type("spdk_.*")
         .allowlist_var("SPDK_.*")
@@ -75,7 +87,12 @@ fn build_with_spdk(install: &SpdkInstall) {
         .layout_tests(false)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
-        .unwrap_or_else(|e| panic!("spdk-ring-sys: bindgen failed on SPDK {}: {e}", install.version))
+        .unwrap_or_else(|e| {
+            panic!(
+                "spdk-ring-sys: bindgen failed on SPDK {}: {e}",
+                install.version
+            )
+        })
         .write_to_file(out.join("bindings.rs"))
         .expect("write bindings.rs");
 
@@ -86,15 +103,24 @@ fn build_with_spdk(install: &SpdkInstall) {
     println!("cargo:version_number={}", v.as_number());
     println!("cargo:static={}", plan.is_static());
     println!("cargo:rustc-env=SPDK_RING_SYS_SPDK_VERSION={v}");
-    println!("cargo:rustc-env=SPDK_RING_SYS_SPDK_ORIGIN={}", install.origin);
+    println!(
+        "cargo:rustc-env=SPDK_RING_SYS_SPDK_ORIGIN={}",
+        install.origin
+    );
 }
 
 /// Where the linker looks when pkg-config prints no `-L` (a distribution's DPDK).
 fn default_lib_dirs() -> Vec<PathBuf> {
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let multiarch = format!("{arch}-linux-gnu");
-    ["/usr/local/lib", &format!("/usr/lib/{multiarch}"), "/usr/lib", &format!("/lib/{multiarch}"), "/usr/lib64"]
-        .iter()
-        .map(PathBuf::from)
-        .collect()
+    [
+        "/usr/local/lib",
+        &format!("/usr/lib/{multiarch}"),
+        "/usr/lib",
+        &format!("/lib/{multiarch}"),
+        "/usr/lib64",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
 }

@@ -10,6 +10,8 @@ pub mod pkgconfig;
 pub mod version;
 
 pub use link::{LibKind, LinkItem, LinkPlan};
-pub use locate::{locate, Located, LocateError, SpdkInstall, SPDK_OPTIONAL_MODULES, SPDK_REQUIRED_MODULES};
+pub use locate::{
+    locate, LocateError, Located, SpdkInstall, SPDK_OPTIONAL_MODULES, SPDK_REQUIRED_MODULES,
+};
 pub use pkgconfig::{PkgConfig, SystemPkgConfig};
 pub use version::SpdkVersion;

@@ -134,14 +134,20 @@ impl LinkPlan {
                         .iter()
                         .chain(default_dirs)
                         .any(|dir| file_exists(&dir.join(format!("lib{name}.a"))));
-                    let kind = match (has_static, in_whole_region || registers_from_constructors(name)) {
+                    let kind = match (
+                        has_static,
+                        in_whole_region || registers_from_constructors(name),
+                    ) {
                         (true, true) => LibKind::WholeArchive,
                         // Other static archives (ISA-L, OpenSSL, ...) stay
                         // shared: linking them whole buys nothing and the
                         // system's copy is what the loader already trusts.
                         _ => LibKind::Dylib,
                     };
-                    wanted.push(LinkItem { name: name.to_string(), kind });
+                    wanted.push(LinkItem {
+                        name: name.to_string(),
+                        kind,
+                    });
                 }
             }
         }
@@ -190,8 +196,14 @@ impl LinkPlan {
             if registers_from_constructors(name) || name.starts_with(':') {
                 continue;
             }
-            if dirs.iter().any(|d| file_exists(&d.join(format!("lib{name}.so")))) {
-                libs.push(LinkItem { name: name.to_string(), kind: LibKind::Dylib });
+            if dirs
+                .iter()
+                .any(|d| file_exists(&d.join(format!("lib{name}.so"))))
+            {
+                libs.push(LinkItem {
+                    name: name.to_string(),
+                    kind: LibKind::Dylib,
+                });
             }
         }
         self.libs = dedup_preserving_link_semantics(libs);
@@ -310,11 +322,20 @@ mod tests {
         let dylibs = names(&plan, LibKind::Dylib);
         assert_eq!(
             dylibs,
-            ["isal", "pthread", "rt", "uuid", "ssl", "crypto", "m", "keyutils", "aio", "bsd", "dl"]
+            [
+                "isal", "pthread", "rt", "uuid", "ssl", "crypto", "m", "keyutils", "aio", "bsd",
+                "dl"
+            ]
         );
         // System libraries come after every archive that needs them.
-        let first_dylib = plan.libs.iter().position(|l| l.kind == LibKind::Dylib).unwrap();
-        assert!(plan.libs[..first_dylib].iter().all(|l| l.kind == LibKind::WholeArchive));
+        let first_dylib = plan
+            .libs
+            .iter()
+            .position(|l| l.kind == LibKind::Dylib)
+            .unwrap();
+        assert!(plan.libs[..first_dylib]
+            .iter()
+            .all(|l| l.kind == LibKind::WholeArchive));
         assert!(plan.is_static());
         assert!(plan.unhandled.is_empty(), "{:?}", plan.unhandled);
     }
@@ -338,7 +359,10 @@ mod tests {
         // Present on "disk": added once, at the end; libm kept at its last place.
         assert!(dylibs.ends_with(&["m", "numa", "fdt"]), "{dylibs:?}");
         // DPDK's drivers and absent providers (ibverbs' mlx5, ...) are not added.
-        assert!(!plan.libs.iter().any(|l| l.name == "mlx5" || l.name.starts_with("rte_net_")));
+        assert!(!plan
+            .libs
+            .iter()
+            .any(|l| l.name == "mlx5" || l.name.starts_with("rte_net_")));
         assert_eq!(plan.libs.iter().filter(|l| l.name == "rte_eal").count(), 1);
     }
 
@@ -383,8 +407,11 @@ mod tests {
             &[],
             &fs_with(&["/x/libspdk_log.a", "/x/libspdk_util.a"]),
         );
-        let order: Vec<(&str, LibKind)> =
-            plan.libs.iter().map(|l| (l.name.as_str(), l.kind)).collect();
+        let order: Vec<(&str, LibKind)> = plan
+            .libs
+            .iter()
+            .map(|l| (l.name.as_str(), l.kind))
+            .collect();
         assert_eq!(
             order,
             [
@@ -398,14 +425,18 @@ mod tests {
 
     #[test]
     fn explicit_whole_archive_region_is_honoured_and_closed() {
-        let libs = "-L/x -Wl,--whole-archive -lmine -lspdk_a -Wl,--no-whole-archive -lmine2 -lspdk_a";
+        let libs =
+            "-L/x -Wl,--whole-archive -lmine -lspdk_a -Wl,--no-whole-archive -lmine2 -lspdk_a";
         let plan = LinkPlan::from_pkg_config(
             libs,
             &[],
             &fs_with(&["/x/libmine.a", "/x/libmine2.a", "/x/libspdk_a.a"]),
         );
-        let order: Vec<(&str, LibKind)> =
-            plan.libs.iter().map(|l| (l.name.as_str(), l.kind)).collect();
+        let order: Vec<(&str, LibKind)> = plan
+            .libs
+            .iter()
+            .map(|l| (l.name.as_str(), l.kind))
+            .collect();
         assert_eq!(
             order,
             [
@@ -425,8 +456,11 @@ mod tests {
             plan.search_dirs,
             [PathBuf::from("/x"), PathBuf::from("/opt/dpdk/lib")]
         );
-        let order: Vec<(&str, LibKind)> =
-            plan.libs.iter().map(|l| (l.name.as_str(), l.kind)).collect();
+        let order: Vec<(&str, LibKind)> = plan
+            .libs
+            .iter()
+            .map(|l| (l.name.as_str(), l.kind))
+            .collect();
         assert_eq!(
             order,
             [
@@ -440,7 +474,8 @@ mod tests {
 
     #[test]
     fn directives_use_whole_archive_without_bundling() {
-        let plan = LinkPlan::from_pkg_config("-L/x -lspdk_log -lm", &[], &fs_with(&["/x/libspdk_log.a"]));
+        let plan =
+            LinkPlan::from_pkg_config("-L/x -lspdk_log -lm", &[], &fs_with(&["/x/libspdk_log.a"]));
         assert_eq!(
             plan.cargo_directives(),
             [

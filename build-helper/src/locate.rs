@@ -55,17 +55,31 @@ pub struct SpdkInstall {
 pub enum Located {
     Found(SpdkInstall),
     /// Nothing was configured and pkg-config knows no SPDK: build without it.
-    Absent { why: String },
+    Absent {
+        why: String,
+    },
 }
 
 /// SPDK was asked for (or half found) but cannot be used: the build stops
 /// with this message instead of silently leaving SPDK out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocateError {
-    SpdkDirInvalid { dir: PathBuf, looked_in: Vec<PathBuf> },
-    ModulesMissing { origin: String, missing: Vec<String> },
-    PkgConfig { origin: String, message: String },
-    VersionUnknown { origin: String, looked_in: Vec<PathBuf> },
+    SpdkDirInvalid {
+        dir: PathBuf,
+        looked_in: Vec<PathBuf>,
+    },
+    ModulesMissing {
+        origin: String,
+        missing: Vec<String>,
+    },
+    PkgConfig {
+        origin: String,
+        message: String,
+    },
+    VersionUnknown {
+        origin: String,
+        looked_in: Vec<PathBuf>,
+    },
 }
 
 impl fmt::Display for LocateError {
@@ -108,10 +122,11 @@ fn display_paths(paths: &[PathBuf]) -> String {
 pub fn locate(spdk_dir: Option<&Path>, host: &dyn PkgConfig) -> Result<Located, LocateError> {
     let (pkg_config_dir, origin) = match spdk_dir {
         Some(dir) => {
-            let looked_in: Vec<PathBuf> = ["lib/pkgconfig", "lib64/pkgconfig", "build/lib/pkgconfig"]
-                .iter()
-                .map(|sub| dir.join(sub))
-                .collect();
+            let looked_in: Vec<PathBuf> =
+                ["lib/pkgconfig", "lib64/pkgconfig", "build/lib/pkgconfig"]
+                    .iter()
+                    .map(|sub| dir.join(sub))
+                    .collect();
             let Some(found) = looked_in
                 .iter()
                 .find(|d| host.file_exists(&d.join("spdk_bdev.pc")))
@@ -121,7 +136,10 @@ pub fn locate(spdk_dir: Option<&Path>, host: &dyn PkgConfig) -> Result<Located, 
                     looked_in,
                 });
             };
-            (Some(found.clone()), format!("SPDK_DIR ({})", found.display()))
+            (
+                Some(found.clone()),
+                format!("SPDK_DIR ({})", found.display()),
+            )
         }
         None => {
             if let Err(message) = host.query(None, &["--exists", "spdk_bdev"]) {
@@ -147,7 +165,10 @@ pub fn locate(spdk_dir: Option<&Path>, host: &dyn PkgConfig) -> Result<Located, 
     if !missing.is_empty() {
         return Err(LocateError::ModulesMissing { origin, missing });
     }
-    let mut modules: Vec<String> = SPDK_REQUIRED_MODULES.iter().map(|m| m.to_string()).collect();
+    let mut modules: Vec<String> = SPDK_REQUIRED_MODULES
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
     // Optional modules go before the env and system libraries they need.
     let optional = SPDK_OPTIONAL_MODULES
         .iter()
@@ -161,12 +182,18 @@ pub fn locate(spdk_dir: Option<&Path>, host: &dyn PkgConfig) -> Result<Located, 
     args.extend(modules.iter().map(String::as_str));
     let libs = host
         .query(extra, &args)
-        .map_err(|message| LocateError::PkgConfig { origin: origin.clone(), message })?;
+        .map_err(|message| LocateError::PkgConfig {
+            origin: origin.clone(),
+            message,
+        })?;
     args[0] = "--cflags";
     args.remove(1);
     let cflags = host
         .query(extra, &args)
-        .map_err(|message| LocateError::PkgConfig { origin: origin.clone(), message })?;
+        .map_err(|message| LocateError::PkgConfig {
+            origin: origin.clone(),
+            message,
+        })?;
 
     let include_dirs: Vec<PathBuf> = cflags
         .split_whitespace()
@@ -316,7 +343,9 @@ mod tests {
         let host = Recorded::default();
         assert_eq!(
             locate(None, &host).unwrap(),
-            Located::Absent { why: "pkg-config does not know spdk_bdev".into() }
+            Located::Absent {
+                why: "pkg-config does not know spdk_bdev".into()
+            }
         );
     }
 
@@ -339,7 +368,10 @@ mod tests {
         let host = recorded_usr_local();
         let err = locate(Some(Path::new("/nowhere")), &host).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("SPDK_DIR=/nowhere has no spdk_bdev.pc"), "{text}");
+        assert!(
+            text.contains("SPDK_DIR=/nowhere has no spdk_bdev.pc"),
+            "{text}"
+        );
         assert!(text.contains("/nowhere/build/lib/pkgconfig"), "{text}");
     }
 

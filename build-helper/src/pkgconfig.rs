@@ -29,9 +29,9 @@ impl PkgConfig for SystemPkgConfig {
             let joined = std::env::join_paths(paths).map_err(|e| e.to_string())?;
             cmd.env("PKG_CONFIG_PATH", joined);
         }
-        let out = cmd
-            .output()
-            .map_err(|e| format!("could not run `{program}`: {e} (install pkg-config, or set PKG_CONFIG)"))?;
+        let out = cmd.output().map_err(|e| {
+            format!("could not run `{program}`: {e} (install pkg-config, or set PKG_CONFIG)")
+        })?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {

@@ -52,7 +52,11 @@ impl SpdkVersion {
 
 impl fmt::Display for SpdkVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:02}.{}{}", self.major, self.minor, self.patch, self.suffix)
+        write!(
+            f,
+            "{}.{:02}.{}{}",
+            self.major, self.minor, self.patch, self.suffix
+        )
     }
 }
 
@@ -74,7 +78,10 @@ mod tests {
 
     #[test]
     fn missing_fields_are_rejected() {
-        assert_eq!(SpdkVersion::parse_header("#define SPDK_VERSION_MAJOR 24\n"), None);
+        assert_eq!(
+            SpdkVersion::parse_header("#define SPDK_VERSION_MAJOR 24\n"),
+            None
+        );
         assert_eq!(SpdkVersion::parse_header(""), None);
     }
 

@@ -1,1 +1,71 @@
+//! # spdk-ring
+//!
+//! An io_uring-style API for SPDK: each SPDK thread gets a submission ring
+//! and a completion ring; callers push typed entries tagged with a `u64`
+//! `user_data`, call `poll`, and drain completions synchronously. No async
+//! runtime is involved; the caller owns the loop.
+//!
+//! This crate also provides the safe handles the ring builds on:
+//! [`SpdkRuntime`] (SPDK embedded in an ordinary `main`, driven by
+//! polling), [`SpdkApp`] (the classic `spdk_app_start` framework),
+//! [`SpdkThread`], [`DmaBuf`], [`Bdev`], [`BdevDesc`] and [`IoChannel`].
+//!
+//! ## Building
+//! The SPDK API is compiled in when the build finds an installed SPDK
+//! (`SPDK_DIR`, or pkg-config, which searches `/usr/local`). Without SPDK
+//! only the SPDK-independent parts ([`Error`], [`JsonConfig`]) exist and
+//! the build prints a warning saying how to enable the rest;
+//! [`SPDK_AVAILABLE`] tells which build this is.
+//!
+//! ## Thread safety
+//! | Type | Send | Sync | Why |
+//! |------|------|------|-----|
+//! | [`SpdkThread`], [`CurrentThread`] | no | no | bound to the OS thread that attached it |
+//! | [`ThreadHandle`] | yes | yes | only sends messages, which SPDK makes thread-safe |
+//! | [`Bdev`] | no | no | conservative: describes a device owned by SPDK threads |
+//! | [`BdevDesc`] | no | no | must be closed on the thread that opened it |
+//! | [`IoChannel`] | no | no | per-thread by definition |
+//! | [`DmaBuf`] | yes | no | can move between threads; never shared during I/O |
 
+mod config;
+mod error;
+
+pub use config::JsonConfig;
+pub use error::{Errno, Error, NvmeStatus, Result};
+
+/// Whether this build has SPDK (see the crate docs).
+pub const SPDK_AVAILABLE: bool = cfg!(spdk);
+
+#[cfg(spdk)]
+mod app;
+#[cfg(spdk)]
+mod bdev;
+#[cfg(spdk)]
+mod dma;
+#[cfg(spdk)]
+mod env;
+#[cfg(spdk)]
+mod runtime;
+#[cfg(spdk)]
+mod thread;
+
+#[cfg(spdk)]
+pub use app::{SpdkApp, SpdkAppBuilder};
+#[cfg(spdk)]
+pub use bdev::{Bdev, BdevDesc, IoChannel, IoTypes, OpenMode};
+#[cfg(spdk)]
+pub use dma::{DmaBuf, DEFAULT_DMA_ALIGN};
+#[cfg(spdk)]
+pub use env::{is_initialized as env_is_initialized, LogLevel, SpdkEnv, SpdkEnvBuilder};
+#[cfg(spdk)]
+pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};
+#[cfg(spdk)]
+pub use thread::{CurrentThread, JoinHandle, SpdkThread, ThreadHandle};
+
+/// The SPDK release this build was compiled against, e.g. `"26.09.0-pre"`.
+#[cfg(spdk)]
+pub const SPDK_VERSION: &str = spdk_ring_sys::SPDK_VERSION_STRING;
+
+/// Raw bindings, for what the safe API does not cover yet.
+#[cfg(spdk)]
+pub use spdk_ring_sys as sys;

@@ -1,0 +1,59 @@
+//! The Send/Sync table of the design (see the crate docs) holds: checked at
+//! compile time, so a regression fails the build of this test.
+
+/// Fails to compile when `$t` implements `$trait` (two candidate impls make
+/// the method call ambiguous).
+macro_rules! assert_not_impl {
+    ($t:ty: $trait:path) => {
+        const _: fn() = || {
+            trait AmbiguousIfImpl<A> {
+                fn some_item() {}
+            }
+            impl<T: ?Sized> AmbiguousIfImpl<()> for T {}
+            struct Invalid;
+            impl<T: ?Sized + $trait> AmbiguousIfImpl<Invalid> for T {}
+            let _ = <$t as AmbiguousIfImpl<_>>::some_item;
+        };
+    };
+}
+
+macro_rules! assert_impl {
+    ($t:ty: $($trait:path),+) => {
+        const _: fn() = || {
+            fn check<T: ?Sized $(+ $trait)+>() {}
+            check::<$t>();
+        };
+    };
+}
+
+assert_impl!(spdk_ring::Error: Send, Sync);
+assert_impl!(spdk_ring::JsonConfig: Send, Sync);
+
+#[cfg(spdk)]
+mod with_spdk {
+    use spdk_ring::*;
+
+    assert_not_impl!(SpdkThread: Send);
+    assert_not_impl!(SpdkThread: Sync);
+    assert_not_impl!(CurrentThread: Send);
+    assert_not_impl!(CurrentThread: Sync);
+    assert_impl!(ThreadHandle: Send, Sync);
+    assert_not_impl!(Bdev: Send);
+    assert_not_impl!(Bdev: Sync);
+    assert_not_impl!(BdevDesc: Send);
+    assert_not_impl!(BdevDesc: Sync);
+    assert_not_impl!(IoChannel: Send);
+    assert_not_impl!(IoChannel: Sync);
+    assert_impl!(DmaBuf: Send);
+    assert_not_impl!(DmaBuf: Sync);
+    assert_not_impl!(SpdkRuntime: Send);
+    assert_not_impl!(SpdkRuntime: Sync);
+}
+
+#[test]
+fn send_sync_table_is_checked_at_compile_time() {
+    // The assertions above are compile-time; reaching here means they held.
+    // This runtime check guards the one property the compiler cannot see:
+    // that the SPDK half of the table was compiled when SPDK is available.
+    assert_eq!(spdk_ring::SPDK_AVAILABLE, cfg!(spdk));
+}

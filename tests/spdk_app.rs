@@ -1,0 +1,61 @@
+//! The classic framework (`spdk_app_start`) in its own process, since the
+//! SPDK environment can be initialised once per process.
+
+#[cfg(not(spdk))]
+#[test]
+#[ignore = "SPDK was not found when this was built, so the SPDK integration tests were skipped. \
+            Install SPDK under /usr/local, or set SPDK_DIR=/path/to/spdk or \
+            PKG_CONFIG_PATH=/path/to/spdk/lib/pkgconfig, then run cargo test again"]
+fn spdk_integration_tests_skipped() {}
+
+#[cfg(spdk)]
+#[test]
+fn app_framework_runs_start_callback_with_configured_bdevs_and_shuts_down() {
+    use spdk_ring::{
+        Bdev, BdevDesc, DmaBuf, Error, JsonConfig, LogLevel, OpenMode, SpdkApp, SpdkThread,
+    };
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let seen: Rc<RefCell<Vec<String>>> = Rc::default();
+    let record = seen.clone();
+    SpdkApp::builder()
+        .name("spdk_ring_app_test")
+        .no_huge(true)
+        .mem_size_mb(1024)
+        .log_level(LogLevel::Error)
+        .json_config(JsonConfig::new().null_bdev("AppNull0", 2048, 512).to_json())
+        .run(move |thread| {
+            let mut log = record.borrow_mut();
+            log.push(format!("thread {}", thread.name()));
+            let bdev = Bdev::lookup("AppNull0").unwrap();
+            log.push(format!(
+                "{} {}x{}",
+                bdev.name(),
+                bdev.num_blocks(),
+                bdev.block_size()
+            ));
+            let desc = BdevDesc::open("AppNull0", OpenMode::ReadWrite).unwrap();
+            log.push(format!("open {:?}", desc.mode()));
+            drop(desc);
+            let buf = DmaBuf::alloc_zeroed(4096, 0).unwrap();
+            log.push(format!("dma {}", buf.len()));
+            assert_eq!(
+                SpdkThread::attach("extra").unwrap_err(),
+                Error::ThreadAlreadyAttached(thread.name().to_string())
+            );
+            SpdkApp::stop(0);
+        })
+        .unwrap();
+    let log = seen.borrow();
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(log[0].starts_with("thread "));
+    assert_eq!(
+        &log[1..],
+        ["AppNull0 2048x512", "open ReadWrite", "dma 4096"]
+    );
+    assert!(
+        !spdk_ring::env_is_initialized(),
+        "the environment is finished after run"
+    );
+}
