@@ -29,6 +29,7 @@
 
 mod config;
 mod error;
+pub mod queue;
 
 pub use config::JsonConfig;
 pub use error::{Errno, Error, NvmeStatus, Result};
@@ -45,6 +46,8 @@ mod dma;
 #[cfg(spdk)]
 mod env;
 #[cfg(spdk)]
+mod ring;
+#[cfg(spdk)]
 mod runtime;
 #[cfg(spdk)]
 mod thread;
@@ -57,6 +60,12 @@ pub use bdev::{Bdev, BdevDesc, IoChannel, IoTypes, OpenMode};
 pub use dma::{DmaBuf, DEFAULT_DMA_ALIGN};
 #[cfg(spdk)]
 pub use env::{is_initialized as env_is_initialized, LogLevel, SpdkEnv, SpdkEnvBuilder};
+pub use queue::EntryFlags;
+#[cfg(spdk)]
+pub use ring::{
+    opcode, BdevTarget, Completion, Entry, IoFailure, NvmeCommand, PushError, Ring, RingBuilder,
+    MAX_IOVECS,
+};
 #[cfg(spdk)]
 pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};
 #[cfg(spdk)]

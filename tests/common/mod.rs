@@ -36,13 +36,22 @@ pub fn base_config() -> JsonConfig {
         .null_bdev("Null0", NULL_BLOCKS, NULL_BLOCK_SIZE)
 }
 
+/// The runtime with [`base_config`].
 pub fn fixture() -> &'static Fixture {
+    fixture_with(base_config)
+}
+
+/// The runtime, started with `config()` if this is the first use in the
+/// process (a test binary that needs other start-up options calls this
+/// before anything else).
+pub fn fixture_with(config: fn() -> JsonConfig) -> &'static Fixture {
     FIXTURE.get_or_init(|| {
+        let json = config().to_json();
         let (req_tx, req_rx) = channel::<Request>();
         let (ready_tx, ready_rx) = channel::<Result<(), Error>>();
         let app = std::thread::Builder::new()
             .name("spdk-app".into())
-            .spawn(move || app_thread(req_rx, ready_tx))
+            .spawn(move || app_thread(json, req_rx, ready_tx))
             .expect("spawn spdk-app thread");
         ready_rx
             .recv()
@@ -71,13 +80,13 @@ extern "C" fn shut_down_at_exit() {
     }
 }
 
-fn app_thread(requests: Receiver<Request>, ready: Sender<Result<(), Error>>) {
+fn app_thread(json: String, requests: Receiver<Request>, ready: Sender<Result<(), Error>>) {
     let rt = match SpdkRuntime::builder()
         .name("spdk_ring_test")
         .no_huge(true)
         .mem_size_mb(1024)
         .log_level(LogLevel::Error)
-        .json_config(base_config().to_json())
+        .json_config(json)
         .build()
     {
         Ok(rt) => rt,

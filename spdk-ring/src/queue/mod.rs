@@ -1,0 +1,116 @@
+//! The FFI-free queueing core ("sans-I/O") behind the io_uring-style ring API.
+//!
+//! [`RingQueue`] owns every queue and every ordering rule; it never performs
+//! I/O, never reads a clock and never looks inside the driver's `Op` type. The
+//! driver (the SPDK glue) maps [`Driver::start`]/[`Driver::abort`] onto SPDK
+//! calls and feeds SPDK callbacks back through [`RingQueue::complete`]. Time is
+//! an input: every call that can arm or fire a timer takes `now` in nanoseconds
+//! from an arbitrary, monotonic epoch.
+//!
+//! # Life of an entry
+//!
+//! ```text
+//!  push ──► SQ ──submit──► slot: Waiting ──start──► InFlight (Io) ──complete()──► CQ
+//!                 │                 │          └──► Armed (Timeout) ──fires/count──► CQ
+//!                 │                 └── Nop / Cancel / Failed / invalid ────────────► CQ
+//!                 └── chain longer than max_in_flight: EINVAL ──────────────────────► CQ
+//! ```
+//!
+//! * **SQ** – a bounded FIFO (`sq_entries`). [`RingQueue::push`] hands the
+//!   submission back in the error when full.
+//! * **Slots** – `max_in_flight` preallocated cells; an entry holds one from
+//!   the moment `submit` takes it until it completes, whatever it is waiting
+//!   for. Each reuse bumps the slot's generation, and a [`Token`] names
+//!   (index, generation), so a late or duplicated `complete()` for an earlier
+//!   occupant is ignored (`complete` returns `false`).
+//! * **Starting** – `submit` and `advance` walk the waiting entries in push
+//!   order and start each one whose gates are open:
+//!   - *LINK*: a chain is a maximal run of entries each carrying LINK, plus the
+//!     entry after the last one; a chain still open at the end of the SQ when
+//!     `submit` runs ends there. A chain moves into slots as a unit (or waits),
+//!     and a chain longer than `max_in_flight` completes entirely with EINVAL.
+//!     A member starts only after the previous member completed `Ok`; after a
+//!     failure every later member completes ECANCELED, in order.
+//!   - *DRAIN*: the entry starts only when every earlier entry has completed,
+//!     and no later entry starts until it has completed.
+//!   - *Targets*: ready Io entries of one target start in the order they became
+//!     ready: push order, except that a chain member becomes ready (and joins
+//!     the back of its target's line) when its predecessor succeeds, so a
+//!     waiting chain never holds back independent entries. A `NoMem` answer blocks the
+//!     target with that entry first in line until [`RingQueue::unblock`]; other
+//!     targets keep going. An Io entry for a target index outside
+//!     `0..max_targets` completes EINVAL when it would start.
+//! * **Timers** – `Timeout` arms when it starts; `LinkTimeout` arms when the
+//!   entry before it starts and, if it fires first, aborts that entry through
+//!   the driver. The chain after a LinkTimeout follows its target's result, not
+//!   the LinkTimeout's own (ECANCELED when the target won, ETIME when the timer
+//!   won). A LinkTimeout that heads a chain, follows another LinkTimeout, or
+//!   carries DRAIN cannot attach and completes EINVAL when it would start.
+//! * **Cancel** – acts on the first live entry (push order) with the given
+//!   `user_data`, among entries already taken from the SQ: not started ->
+//!   ECANCELED; in the driver -> [`Driver::abort`] (`Ok(0)`, or EALREADY if the
+//!   target cannot abort); armed timer -> ECANCELED; none -> ENOENT. A not-yet
+//!   started chain member whose predecessor is still running is only marked:
+//!   it completes ECANCELED when the chain reaches it, so chains always complete
+//!   in order. Entries still in the SQ are not searched (they are not submitted
+//!   yet, as in io_uring), nor is the Cancel entry itself. An armed
+//!   LinkTimeout can be cancelled too: it completes ECANCELED and the chain
+//!   keeps following its target.
+//!
+//! * **Count timeouts** – `Timeout { count > 0 }` completes `Ok(0)` once
+//!   `count` completions of any other entry were posted after it armed
+//!   (rejected and cancelled entries count too).
+//!
+//! [`RingQueue::complete`] never needs the driver: it only records the result
+//! and resolves what follows without starting anything (chain failures, link
+//! timeouts, count-based timeouts). Whatever becomes startable is started by
+//! the next `submit`/`advance`, which is where the driver is lent to the core.
+//!
+//! # Completion queue and overflow contract
+//!
+//! The CQ holds `cq_entries` completions. The core never drops one: when the
+//! CQ is full, further completions go to an unbounded backlog and
+//! [`RingQueue::overflowed`] counts them. Completions are always delivered in
+//! the order they were posted; popping from the CQ refills it from the
+//! backlog. The backlog is the only structure that may allocate, and only while
+//! the consumer lags behind: it keeps its capacity afterwards, so a consumer
+//! that reaps at least as fast as it submits never causes an allocation.
+//! `overflowed() > 0` is the signal to reap more often or size the CQ larger.
+//!
+//! # Allocation
+//!
+//! [`RingQueue::new`] preallocates the SQ, the slot table, the per-target
+//! table, the timer heaps and the CQ. After that, push / submit / complete /
+//! advance / pop never allocate (verified by a counting-allocator test), except
+//! for the backlog described above.
+//!
+//! # Shutdown
+//!
+//! [`RingQueue::cancel_unstarted`] completes everything that has not started
+//! (SQ, waiting entries, armed timers) with ECANCELED; then the driver
+//! completes or aborts what it has in flight until [`RingQueue::is_quiescent`].
+//! Every pushed submission completes exactly once.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod heap;
+mod lists;
+mod ring;
+mod types;
+
+#[cfg(test)]
+mod alloc_test;
+#[cfg(test)]
+mod mock;
+#[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
+mod tests;
+
+pub use ring::{Completions, RingQueue};
+pub use types::{
+    errno_name, Completion, ConfigError, Driver, EntryFlags, EntryKind, IoError, IoResult,
+    NvmeStatus, PushError, QueueConfig, StartOutcome, Submission, TargetId, Token, EALREADY,
+    ECANCELED, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ETIME,
+};

@@ -1,0 +1,913 @@
+//! [`RingQueue`]: the submission queue, in-flight table and completion queue,
+//! and the rules (LINK, DRAIN, Cancel, timeouts, ENOMEM) that decide what may
+//! start when. See the [module docs](super) for the state machine.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::mem;
+
+use super::heap::SlotHeap;
+use super::lists::{Links, List, ListKind, NIL};
+use super::types::{
+    Completion, ConfigError, Driver, EntryFlags, EntryKind, IoError, IoResult, PushError,
+    QueueConfig, StartOutcome, Submission, TargetId, Token, EALREADY, ECANCELED, EINVAL, ENOENT,
+    ETIME,
+};
+
+/// Where a live entry is in its life.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Taken from the SQ, not started yet (ordering, chain, ENOMEM or a free driver resource pending).
+    Waiting,
+    /// An Io entry the driver accepted; only `complete()` or shutdown ends it.
+    InFlight,
+    /// A Timeout, or a LinkTimeout whose target started: a timer is running.
+    Armed,
+}
+
+/// A submission after it moved into a slot.
+struct Entry<Op> {
+    user_data: u64,
+    /// Admission order; equals push order because the SQ is FIFO.
+    seq: u64,
+    kind: EntryKind<Op>,
+    stage: Stage,
+    /// The previous chain member has not completed yet.
+    chain_pending: bool,
+    /// Cancelled while waiting behind a running chain member; completes ECANCELED when the chain reaches it.
+    cancelled: bool,
+    /// Next chain member, or NIL.
+    chain_next: u32,
+    /// For a LinkTimeout attached to the previous entry: that entry's slot. NIL otherwise.
+    link_target: u32,
+}
+
+struct Slot<Op> {
+    generation: u32,
+    entry: Option<Entry<Op>>,
+}
+
+#[derive(Debug)]
+struct TargetState {
+    /// Set by `StartOutcome::NoMem`, cleared by `unblock()`.
+    blocked: bool,
+    /// Ready, not-yet-started Io entries for this target, in the order they became ready (push
+    /// order, except that a chain member joins when its predecessor succeeds); only the head may
+    /// start.
+    waiting: List,
+}
+
+/// Test-only record of starts and posts, to check ordering properties that the driver cannot see.
+#[cfg(test)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum TraceEvent {
+    /// An entry began executing (driver start attempt, Nop, Cancel, Timeout arm, EINVAL).
+    Start(u64),
+    /// A completion was posted (CQ or backlog).
+    Post(u64),
+}
+
+/// What starting an entry turned out to require, computed while the entry is borrowed.
+enum StartAction {
+    Finish(IoResult),
+    Started,
+    Blocked(TargetId),
+    ArmTimer { after_ns: u64, count: u32 },
+    Cancel(u64),
+}
+
+/// The sans-I/O ring: push submissions, `submit`/`advance` with a [`Driver`], feed `complete` events,
+/// and pop completions. See the [module docs](super) for the rules.
+pub struct RingQueue<Op> {
+    config: QueueConfig,
+    sq: VecDeque<Submission<Op>>,
+    slots: Vec<Slot<Op>>,
+    free: Vec<u32>,
+    links: Links,
+    live: List,
+    waiting: List,
+    drains: List,
+    targets: Vec<TargetState>,
+    deadlines: SlotHeap,
+    count_goals: SlotHeap,
+    cq: VecDeque<Completion<Op>>,
+    backlog: VecDeque<Completion<Op>>,
+    overflowed: u64,
+    posted: u64,
+    next_seq: u64,
+    driver_in_flight: u32,
+    /// Something happened that may let a waiting entry start.
+    dirty: bool,
+    /// Guards `settle_count_goals` against recursion through `finish`.
+    settling: bool,
+    /// Preallocated list of (slot, seq) pairs for passes that must not iterate a list they mutate.
+    scratch: Vec<(u32, u64)>,
+    #[cfg(test)]
+    trace: Option<Vec<TraceEvent>>,
+}
+
+impl<Op> RingQueue<Op> {
+    /// Validates `config` and preallocates every table, so steady-state operation never allocates.
+    pub fn new(config: QueueConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let slots = config.max_in_flight as usize;
+        Ok(Self {
+            config,
+            sq: VecDeque::with_capacity(config.sq_entries as usize),
+            slots: (0..slots)
+                .map(|_| Slot {
+                    generation: 0,
+                    entry: None,
+                })
+                .collect(),
+            free: (0..config.max_in_flight).rev().collect(),
+            links: Links::new(slots),
+            live: List::EMPTY,
+            waiting: List::EMPTY,
+            drains: List::EMPTY,
+            targets: (0..config.max_targets)
+                .map(|_| TargetState {
+                    blocked: false,
+                    waiting: List::EMPTY,
+                })
+                .collect(),
+            deadlines: SlotHeap::new(slots),
+            count_goals: SlotHeap::new(slots),
+            cq: VecDeque::with_capacity(config.cq_entries as usize),
+            backlog: VecDeque::new(),
+            overflowed: 0,
+            posted: 0,
+            next_seq: 0,
+            driver_in_flight: 0,
+            dirty: false,
+            settling: false,
+            scratch: Vec::with_capacity(slots),
+            #[cfg(test)]
+            trace: None,
+        })
+    }
+
+    /// The sizes this queue was built with.
+    pub fn config(&self) -> QueueConfig {
+        self.config
+    }
+
+    /// Queues a submission for the next `submit`. A full SQ hands the submission back in the error.
+    pub fn push(&mut self, submission: Submission<Op>) -> Result<(), PushError<Op>> {
+        if self.sq.len() >= self.config.sq_entries as usize {
+            return Err(PushError { submission });
+        }
+        self.sq.push_back(submission);
+        Ok(())
+    }
+
+    /// Entries pushed and not yet taken by `submit`.
+    pub fn sq_len(&self) -> usize {
+        self.sq.len()
+    }
+
+    /// How many more entries `push` accepts right now.
+    pub fn sq_space(&self) -> usize {
+        self.config.sq_entries as usize - self.sq.len()
+    }
+
+    /// Completions ready in the CQ proper (not counting the overflow backlog).
+    pub fn cq_len(&self) -> usize {
+        self.cq.len()
+    }
+
+    /// Completions that did not fit in the CQ and wait in the backlog.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Total completions that ever went to the backlog; non-zero means the consumer fell behind.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed
+    }
+
+    /// Entries taken from the SQ and not yet completed (waiting, running in the driver, or armed timers).
+    pub fn in_flight(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Entries in slots that have not started yet: behind a chain member, a DRAIN, an earlier entry of
+    /// their target or a `NoMem` block (LinkTimeouts, which start with their target, not counted).
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len() as usize
+    }
+
+    /// Slots available for `submit` to take more entries.
+    pub fn free_slots(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Ops the driver accepted (`Started`) and has not completed yet.
+    pub fn started_in_driver(&self) -> usize {
+        self.driver_in_flight as usize
+    }
+
+    /// No op is started in the driver and not yet completed: safe to tear the driver down.
+    pub fn is_quiescent(&self) -> bool {
+        self.driver_in_flight == 0
+    }
+
+    /// Whether `target` is blocked by an earlier `NoMem` and waits for `unblock`.
+    pub fn is_blocked(&self, target: TargetId) -> bool {
+        self.targets
+            .get(target.0 as usize)
+            .is_some_and(|state| state.blocked)
+    }
+
+    /// Earliest armed timer deadline, so a caller that blocks knows when to call `advance` again.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadlines.min_key()
+    }
+
+    /// Moves entries from the SQ into free slots (whole chains only) and starts whatever may start.
+    /// `now` arms timers and fires expired ones. Returns how many entries left the SQ, including
+    /// over-long chains that were completed with EINVAL.
+    pub fn submit(&mut self, driver: &mut impl Driver<Op>, now: u64) -> usize {
+        // io_uring rule: a chain still open at the end of the SQ ends there.
+        if let Some(last) = self.sq.back_mut() {
+            last.flags.remove(EntryFlags::LINK);
+        }
+        let mut taken = 0;
+        while !self.sq.is_empty() {
+            let chain_len = self.front_chain_len();
+            if chain_len > self.slots.len() {
+                self.reject_front_chain(chain_len);
+            } else if chain_len <= self.free.len() {
+                self.admit_front_chain(chain_len);
+            } else {
+                break;
+            }
+            taken += chain_len;
+        }
+        self.advance(driver, now);
+        taken
+    }
+
+    /// Fires timers due at `now` (a fired LinkTimeout asks the driver to abort its target) and starts
+    /// every entry that became startable since the last call, e.g. after `complete` or `unblock`.
+    pub fn advance(&mut self, driver: &mut impl Driver<Op>, now: u64) {
+        loop {
+            self.fire_expired(driver, now);
+            if !self.dirty {
+                break;
+            }
+            self.dirty = false;
+            self.start_pass(driver, now);
+        }
+    }
+
+    /// Driver event: the op behind `token` finished. Returns false, and changes nothing, for a stale
+    /// token (slot reused, already completed, or never started). Never calls the driver: entries this
+    /// unblocks start on the next `submit`/`advance`.
+    pub fn complete(&mut self, token: Token, result: IoResult) -> bool {
+        let Some(slot) = self.slots.get(token.index() as usize) else {
+            return false;
+        };
+        let in_flight = matches!(&slot.entry, Some(entry) if entry.stage == Stage::InFlight);
+        if slot.generation != token.generation() || !in_flight {
+            return false;
+        }
+        self.finish(token.index(), result);
+        true
+    }
+
+    /// Lifts the `NoMem` block on `target`; its entries start, in order, on the next `submit`/`advance`.
+    pub fn unblock(&mut self, target: TargetId) {
+        if let Some(state) = self.targets.get_mut(target.0 as usize) {
+            if state.blocked {
+                state.blocked = false;
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Takes the oldest completion; the CQ is refilled from the backlog so order is kept.
+    pub fn pop_completion(&mut self) -> Option<Completion<Op>> {
+        let completion = self.cq.pop_front()?;
+        if let Some(spilled) = self.backlog.pop_front() {
+            self.cq.push_back(spilled);
+        }
+        Some(completion)
+    }
+
+    /// Draining iterator over completions (CQ, then backlog), oldest first.
+    pub fn completions(&mut self) -> Completions<'_, Op> {
+        Completions { queue: self }
+    }
+
+    /// Shutdown helper: every entry that has not started (in the SQ or waiting in a slot) and every
+    /// armed timer completes with ECANCELED; ops already in the driver are left alone. A waiting chain
+    /// member behind an op still in the driver is marked and completes ECANCELED right after that op,
+    /// keeping chain order. Returns how many entries were cancelled this way.
+    pub fn cancel_unstarted(&mut self) -> usize {
+        let mut victims = mem::take(&mut self.scratch);
+        victims.clear();
+        let mut cur = self.live.head;
+        while cur != NIL {
+            let entry = self.entry(cur);
+            if entry.stage != Stage::InFlight && !entry.cancelled {
+                victims.push((cur, entry.seq));
+            }
+            cur = self.links.next(ListKind::Live, cur);
+        }
+        let mut cancelled = victims.len();
+        for &(slot, seq) in &victims {
+            // An earlier victim's chain failure may already have completed this one.
+            let Some(entry) = self.live_entry_mut(slot, seq) else {
+                continue;
+            };
+            if entry.stage == Stage::Waiting && (entry.chain_pending || entry.link_target != NIL) {
+                entry.cancelled = true;
+            } else {
+                self.finish(slot, Err(IoError::errno(ECANCELED)));
+            }
+        }
+        self.scratch = victims;
+        while let Some(submission) = self.sq.pop_front() {
+            self.post(
+                submission.user_data,
+                Err(IoError::errno(ECANCELED)),
+                submission.kind,
+            );
+            cancelled += 1;
+        }
+        self.settle_count_goals();
+        cancelled
+    }
+
+    // ----- admission -------------------------------------------------------------------------
+
+    /// Length of the chain at the front of the SQ (1 for an unlinked entry).
+    fn front_chain_len(&self) -> usize {
+        let mut len = 0;
+        for submission in &self.sq {
+            len += 1;
+            if !submission.flags.contains(EntryFlags::LINK) {
+                break;
+            }
+        }
+        len
+    }
+
+    /// A chain longer than the slot table could never run as a unit: every member fails EINVAL.
+    fn reject_front_chain(&mut self, len: usize) {
+        for _ in 0..len {
+            let submission = self.sq.pop_front().expect("chain length within SQ");
+            self.post(
+                submission.user_data,
+                Err(IoError::errno(EINVAL)),
+                submission.kind,
+            );
+        }
+        self.settle_count_goals();
+    }
+
+    fn admit_front_chain(&mut self, len: usize) {
+        let mut prev = NIL;
+        for _ in 0..len {
+            let submission = self.sq.pop_front().expect("chain length within SQ");
+            let slot = self.free.pop().expect("caller checked free slots");
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let drain = submission.flags.contains(EntryFlags::DRAIN);
+            // A LinkTimeout attaches to the previous chain member unless that is impossible
+            // (chain head, previous is itself a LinkTimeout, or DRAIN which would wait for its own
+            // target); such an invalid one runs as an ordinary entry that fails EINVAL.
+            let attached = matches!(submission.kind, EntryKind::LinkTimeout { .. })
+                && prev != NIL
+                && !drain
+                && !matches!(self.entry(prev).kind, EntryKind::LinkTimeout { .. });
+            let chain_pending = prev != NIL && !attached;
+            let entry = Entry {
+                user_data: submission.user_data,
+                seq,
+                kind: submission.kind,
+                stage: Stage::Waiting,
+                chain_pending,
+                cancelled: false,
+                chain_next: NIL,
+                link_target: if attached { prev } else { NIL },
+            };
+            self.links.push_back(&mut self.live, ListKind::Live, slot);
+            if drain {
+                self.links
+                    .push_back(&mut self.drains, ListKind::Drain, slot);
+            }
+            if !attached {
+                self.links
+                    .push_back(&mut self.waiting, ListKind::Waiting, slot);
+                // A chain member joins its target's line only once its predecessor succeeded
+                // (see `finish`), so a waiting chain never holds back independent entries.
+                if !chain_pending {
+                    if let EntryKind::Io { target, .. } = &entry.kind {
+                        if let Some(state) = self.targets.get_mut(target.0 as usize) {
+                            self.links
+                                .push_back(&mut state.waiting, ListKind::Target, slot);
+                        }
+                    }
+                }
+            }
+            if prev != NIL {
+                self.entry_mut(prev).chain_next = slot;
+            }
+            self.slots[slot as usize].entry = Some(entry);
+            prev = if submission.flags.contains(EntryFlags::LINK) {
+                slot
+            } else {
+                NIL
+            };
+        }
+        self.dirty = true;
+    }
+
+    // ----- starting --------------------------------------------------------------------------
+
+    /// One walk over the waiting entries in push order, starting each one that may start.
+    /// Candidates are collected first because starting (a Nop, a Cancel) can complete other entries.
+    fn start_pass(&mut self, driver: &mut impl Driver<Op>, now: u64) {
+        let mut candidates = mem::take(&mut self.scratch);
+        candidates.clear();
+        let barrier = self.drain_barrier();
+        let mut cur = self.waiting.head;
+        while cur != NIL {
+            let entry = self.entry(cur);
+            if let Some((drain_slot, drain_seq)) = barrier {
+                if entry.seq > drain_seq {
+                    break;
+                }
+                if cur == drain_slot {
+                    if self.live.head == drain_slot {
+                        candidates.push((cur, entry.seq));
+                    }
+                    break;
+                }
+            }
+            if !entry.chain_pending {
+                candidates.push((cur, entry.seq));
+            }
+            cur = self.links.next(ListKind::Waiting, cur);
+        }
+        for &(slot, seq) in &candidates {
+            if self.may_start(slot, seq) {
+                let target = match self.entry(slot).kind {
+                    EntryKind::Io { target, .. } => Some(target),
+                    _ => None,
+                };
+                self.start_entry(slot, driver, now);
+                // A chain member that joined its target's line late sits behind this entry but
+                // ahead of it in push order: this walk already passed it, so walk again.
+                if let Some(head) = target.and_then(|t| self.target_line_head(t)) {
+                    if self.entry(head).seq < seq {
+                        self.dirty = true;
+                    }
+                }
+            }
+        }
+        self.scratch = candidates;
+    }
+
+    /// The next ready entry in `target`'s line, if any.
+    fn target_line_head(&self, target: TargetId) -> Option<u32> {
+        let head = self.targets.get(target.0 as usize)?.waiting.head;
+        (head != NIL).then_some(head)
+    }
+
+    /// The oldest live DRAIN entry: nothing after it may start, and it starts only when oldest overall.
+    fn drain_barrier(&self) -> Option<(u32, u64)> {
+        let slot = self.drains.head;
+        (slot != NIL).then(|| (slot, self.entry(slot).seq))
+    }
+
+    fn may_start(&self, slot: u32, seq: u64) -> bool {
+        let Some(entry) = self.slots[slot as usize].entry.as_ref() else {
+            return false;
+        };
+        if entry.seq != seq
+            || entry.stage != Stage::Waiting
+            || entry.chain_pending
+            || entry.link_target != NIL
+        {
+            return false;
+        }
+        debug_assert!(
+            !entry.cancelled,
+            "cancelled entries are always chain-pending"
+        );
+        if let Some((drain_slot, drain_seq)) = self.drain_barrier() {
+            let allowed = if slot == drain_slot {
+                self.live.head == slot
+            } else {
+                seq < drain_seq
+            };
+            if !allowed {
+                return false;
+            }
+        }
+        if let EntryKind::Io { target, .. } = &entry.kind {
+            if let Some(state) = self.targets.get(target.0 as usize) {
+                // Per-target FIFO among ready entries: only the oldest one may start.
+                return !state.blocked && state.waiting.head == slot;
+            }
+        }
+        true
+    }
+
+    fn start_entry(&mut self, slot: u32, driver: &mut impl Driver<Op>, now: u64) {
+        #[cfg(test)]
+        self.record(TraceEvent::Start(self.entry(slot).user_data));
+        let generation = self.slots[slot as usize].generation;
+        let entry = self.slots[slot as usize]
+            .entry
+            .as_mut()
+            .expect("started slot is live");
+        let seq = entry.seq;
+        let action = match &mut entry.kind {
+            EntryKind::Io { target, op } => {
+                let target = *target;
+                if target.0 as usize >= self.targets.len() {
+                    StartAction::Finish(Err(IoError::errno(EINVAL)))
+                } else {
+                    match driver.start(Token::new(slot, generation), target, op) {
+                        StartOutcome::Started => StartAction::Started,
+                        StartOutcome::NoMem => StartAction::Blocked(target),
+                        StartOutcome::Failed(error) => StartAction::Finish(Err(error)),
+                    }
+                }
+            }
+            EntryKind::Nop => StartAction::Finish(Ok(0)),
+            EntryKind::Cancel { user_data } => StartAction::Cancel(*user_data),
+            EntryKind::Timeout { after_ns, count } => StartAction::ArmTimer {
+                after_ns: *after_ns,
+                count: *count,
+            },
+            // Only LinkTimeouts that could not attach reach here.
+            EntryKind::LinkTimeout { .. } => StartAction::Finish(Err(IoError::errno(EINVAL))),
+        };
+        match action {
+            StartAction::Finish(result) => self.finish(slot, result),
+            StartAction::Started => {
+                self.entry_mut(slot).stage = Stage::InFlight;
+                self.driver_in_flight += 1;
+                self.unlink_waiting(slot);
+                self.arm_link_timeout(slot, now);
+            }
+            StartAction::Blocked(target) => self.targets[target.0 as usize].blocked = true,
+            StartAction::ArmTimer { after_ns, count } => {
+                self.entry_mut(slot).stage = Stage::Armed;
+                self.unlink_waiting(slot);
+                self.deadlines
+                    .insert(slot, now.saturating_add(after_ns), seq);
+                if count > 0 {
+                    self.count_goals
+                        .insert(slot, self.posted + u64::from(count), seq);
+                }
+                self.arm_link_timeout(slot, now);
+            }
+            StartAction::Cancel(user_data) => {
+                let result = self.cancel_first_match(slot, user_data, driver);
+                self.finish(slot, result);
+            }
+        }
+    }
+
+    /// Puts a ready Io entry at the back of its target's line (no-op for other kinds).
+    fn enqueue_for_target(&mut self, slot: u32) {
+        if let EntryKind::Io { target, .. } = self.entry(slot).kind {
+            if let Some(state) = self.targets.get_mut(target.0 as usize) {
+                self.links
+                    .push_back(&mut state.waiting, ListKind::Target, slot);
+            }
+        }
+    }
+
+    fn unlink_waiting(&mut self, slot: u32) {
+        self.links
+            .unlink(&mut self.waiting, ListKind::Waiting, slot);
+        if let EntryKind::Io { target, .. } = self.entry(slot).kind {
+            if let Some(state) = self.targets.get_mut(target.0 as usize) {
+                self.links
+                    .unlink(&mut state.waiting, ListKind::Target, slot);
+            }
+        }
+    }
+
+    /// The entry at `target` just started: arm the LinkTimeout attached to it, if any.
+    fn arm_link_timeout(&mut self, target: u32, now: u64) {
+        let next = self.entry(target).chain_next;
+        if next == NIL {
+            return;
+        }
+        let link_timeout = self.entry_mut(next);
+        if link_timeout.link_target != target || link_timeout.cancelled {
+            return;
+        }
+        let EntryKind::LinkTimeout { after_ns } = link_timeout.kind else {
+            unreachable!("only LinkTimeouts attach to a target");
+        };
+        link_timeout.stage = Stage::Armed;
+        let seq = link_timeout.seq;
+        self.deadlines
+            .insert(next, now.saturating_add(after_ns), seq);
+    }
+
+    /// Executes a Cancel entry: acts on the first live entry (push order) with `user_data`.
+    fn cancel_first_match(
+        &mut self,
+        canceller: u32,
+        user_data: u64,
+        driver: &mut impl Driver<Op>,
+    ) -> IoResult {
+        let mut cur = self.live.head;
+        while cur != NIL {
+            let entry = self.entry(cur);
+            if cur != canceller && entry.user_data == user_data && !entry.cancelled {
+                break;
+            }
+            cur = self.links.next(ListKind::Live, cur);
+        }
+        if cur == NIL {
+            return Err(IoError::errno(ENOENT));
+        }
+        let generation = self.slots[cur as usize].generation;
+        let entry = self.slots[cur as usize]
+            .entry
+            .as_mut()
+            .expect("found on the live list");
+        match entry.stage {
+            Stage::Waiting => {
+                if entry.chain_pending || entry.link_target != NIL {
+                    // Completing now would overtake the running chain member before it.
+                    entry.cancelled = true;
+                } else {
+                    self.finish(cur, Err(IoError::errno(ECANCELED)));
+                }
+                Ok(0)
+            }
+            Stage::InFlight => {
+                let EntryKind::Io { target, op } = &mut entry.kind else {
+                    unreachable!("only Io entries run in the driver");
+                };
+                match driver.abort(Token::new(cur, generation), *target, op) {
+                    Ok(()) => Ok(0),
+                    Err(()) => Err(IoError::errno(EALREADY)),
+                }
+            }
+            Stage::Armed => {
+                self.finish(cur, Err(IoError::errno(ECANCELED)));
+                Ok(0)
+            }
+        }
+    }
+
+    // ----- timers ----------------------------------------------------------------------------
+
+    fn fire_expired(&mut self, driver: &mut impl Driver<Op>, now: u64) {
+        while let Some(slot) = self.deadlines.pop_due(now) {
+            let target = self.entry(slot).link_target;
+            self.finish(slot, Err(IoError::errno(ETIME)));
+            if target != NIL {
+                self.abort_link_target(target, driver);
+            }
+        }
+    }
+
+    /// A LinkTimeout fired: stop its target. An Io target completes later with whatever the driver
+    /// reports (if the driver cannot abort, its real result); a Timeout target is cancelled here.
+    fn abort_link_target(&mut self, target: u32, driver: &mut impl Driver<Op>) {
+        let generation = self.slots[target as usize].generation;
+        // The target may already be gone: the LinkTimeout's own completion can satisfy a count goal.
+        let Some(entry) = self.slots[target as usize].entry.as_mut() else {
+            return;
+        };
+        match (entry.stage, &mut entry.kind) {
+            (Stage::InFlight, EntryKind::Io { target: id, op }) => {
+                // Err(()) needs no action: the op's real result still arrives through complete().
+                let _ = driver.abort(Token::new(target, generation), *id, op);
+            }
+            (Stage::Armed, EntryKind::Timeout { .. }) => {
+                self.finish(target, Err(IoError::errno(ECANCELED)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Completes every armed count goal that the completions posted so far satisfy.
+    fn settle_count_goals(&mut self) {
+        if self.settling {
+            return;
+        }
+        self.settling = true;
+        while let Some(slot) = self.count_goals.pop_due(self.posted) {
+            self.finish(slot, Ok(0));
+        }
+        self.settling = false;
+    }
+
+    // ----- completion ------------------------------------------------------------------------
+
+    /// Completes `slot` with `result` and walks its chain: the next member is released on success,
+    /// or completes ECANCELED (and so on down the chain) on failure.
+    fn finish(&mut self, slot: u32, result: IoResult) {
+        let mut continuation = self.finish_one(slot, result);
+        while let Some((next, chain_ok)) = continuation {
+            let entry = self.entry_mut(next);
+            if chain_ok && !entry.cancelled {
+                entry.chain_pending = false;
+                self.enqueue_for_target(next);
+                break;
+            }
+            continuation = self.finish_one(next, Err(IoError::errno(ECANCELED)));
+        }
+        self.settle_count_goals();
+    }
+
+    /// Completes one entry (plus its attached LinkTimeout) and says how its chain continues:
+    /// `Some((next member, previous succeeded))`, or `None` when nothing follows.
+    fn finish_one(&mut self, slot: u32, result: IoResult) -> Option<(u32, bool)> {
+        let entry = self.release(slot);
+        let mut next = entry.chain_next;
+        let mut chain_ok = result.is_ok();
+        self.post(entry.user_data, result, entry.kind);
+        if entry.link_target != NIL {
+            // A LinkTimeout ending before its target: the chain continues from the target's result.
+            self.entry_mut(entry.link_target).chain_next = next;
+            return None;
+        }
+        if next != NIL && self.entry(next).link_target == slot {
+            // The target finished first, so its LinkTimeout is moot.
+            let link_timeout = self.release(next);
+            chain_ok &= !link_timeout.cancelled;
+            next = link_timeout.chain_next;
+            self.post(
+                link_timeout.user_data,
+                Err(IoError::errno(ECANCELED)),
+                link_timeout.kind,
+            );
+        }
+        (next != NIL).then_some((next, chain_ok))
+    }
+
+    /// Frees a slot (bumping its generation so old tokens go stale) and unhooks it from everything.
+    fn release(&mut self, slot: u32) -> Entry<Op> {
+        let cell = &mut self.slots[slot as usize];
+        let entry = cell.entry.take().expect("released slot is live");
+        cell.generation = cell.generation.wrapping_add(1);
+        self.links.unlink(&mut self.live, ListKind::Live, slot);
+        self.links
+            .unlink(&mut self.waiting, ListKind::Waiting, slot);
+        self.links.unlink(&mut self.drains, ListKind::Drain, slot);
+        if let EntryKind::Io { target, .. } = &entry.kind {
+            if let Some(state) = self.targets.get_mut(target.0 as usize) {
+                self.links
+                    .unlink(&mut state.waiting, ListKind::Target, slot);
+            }
+        }
+        self.deadlines.remove(slot);
+        self.count_goals.remove(slot);
+        if entry.stage == Stage::InFlight {
+            self.driver_in_flight -= 1;
+        }
+        self.free.push(slot);
+        self.dirty = true;
+        entry
+    }
+
+    /// Appends a completion: to the CQ while it has room and nothing is backlogged, else to the backlog.
+    fn post(&mut self, user_data: u64, result: IoResult, kind: EntryKind<Op>) {
+        #[cfg(test)]
+        self.record(TraceEvent::Post(user_data));
+        let op = match kind {
+            EntryKind::Io { op, .. } => Some(op),
+            _ => None,
+        };
+        let completion = Completion {
+            user_data,
+            result,
+            op,
+        };
+        self.posted += 1;
+        if self.backlog.is_empty() && self.cq.len() < self.config.cq_entries as usize {
+            self.cq.push_back(completion);
+        } else {
+            self.overflowed += 1;
+            self.backlog.push_back(completion);
+        }
+    }
+
+    // ----- helpers ---------------------------------------------------------------------------
+
+    fn entry(&self, slot: u32) -> &Entry<Op> {
+        self.slots[slot as usize]
+            .entry
+            .as_ref()
+            .expect("slot is live")
+    }
+
+    fn entry_mut(&mut self, slot: u32) -> &mut Entry<Op> {
+        self.slots[slot as usize]
+            .entry
+            .as_mut()
+            .expect("slot is live")
+    }
+
+    fn live_entry_mut(&mut self, slot: u32, seq: u64) -> Option<&mut Entry<Op>> {
+        self.slots[slot as usize]
+            .entry
+            .as_mut()
+            .filter(|entry| entry.seq == seq)
+    }
+}
+
+#[cfg(test)]
+impl<Op> RingQueue<Op> {
+    fn record(&mut self, event: TraceEvent) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(event);
+        }
+    }
+
+    /// Starts recording [`TraceEvent`]s (allocates; never enabled by the allocation test).
+    pub(super) fn enable_trace(&mut self) {
+        self.trace = Some(Vec::new());
+    }
+
+    /// Takes the events recorded so far.
+    pub(super) fn take_trace(&mut self) -> Vec<TraceEvent> {
+        self.trace.as_mut().map(mem::take).unwrap_or_default()
+    }
+
+    /// Panics if the internal tables disagree with each other.
+    pub(super) fn check_invariants(&self) {
+        let live_slots: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&slot| self.slots[slot as usize].entry.is_some())
+            .collect();
+        assert_eq!(live_slots.len() + self.free.len(), self.slots.len());
+        assert_eq!(self.live.len() as usize, live_slots.len());
+        let mut waiting = 0;
+        let mut in_driver = 0;
+        let mut prev_seq = None;
+        let mut cur = self.live.head;
+        while cur != NIL {
+            let entry = self.entry(cur);
+            assert!(prev_seq < Some(entry.seq), "live list in push order");
+            prev_seq = Some(entry.seq);
+            match entry.stage {
+                Stage::Waiting if entry.link_target == NIL => waiting += 1,
+                Stage::Waiting => {}
+                Stage::InFlight => in_driver += 1,
+                Stage::Armed => assert!(self.deadlines.contains(cur), "armed timer in heap"),
+            }
+            if entry.cancelled {
+                assert!(entry.stage == Stage::Waiting);
+                assert!(entry.chain_pending || entry.link_target != NIL);
+            }
+            cur = self.links.next(ListKind::Live, cur);
+        }
+        assert_eq!(self.waiting.len(), waiting);
+        assert_eq!(self.driver_in_flight, in_driver);
+        assert!(self.backlog.is_empty() || self.cq.len() == self.config.cq_entries as usize);
+    }
+}
+
+impl<Op> fmt::Debug for RingQueue<Op> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingQueue")
+            .field("config", &self.config)
+            .field("sq_len", &self.sq.len())
+            .field("in_flight", &self.in_flight())
+            .field("started_in_driver", &self.driver_in_flight)
+            .field("cq_len", &self.cq.len())
+            .field("backlog_len", &self.backlog.len())
+            .field("overflowed", &self.overflowed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Draining iterator returned by [`RingQueue::completions`].
+pub struct Completions<'a, Op> {
+    queue: &'a mut RingQueue<Op>,
+}
+
+impl<Op> Iterator for Completions<'_, Op> {
+    type Item = Completion<Op>;
+
+    fn next(&mut self) -> Option<Completion<Op>> {
+        self.queue.pop_completion()
+    }
+}
+
+impl<Op> fmt::Debug for Completions<'_, Op> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completions")
+            .field(
+                "remaining",
+                &(self.queue.cq.len() + self.queue.backlog.len()),
+            )
+            .finish()
+    }
+}

@@ -1,0 +1,625 @@
+//! The thin SPDK layer under the queue core: maps bdev entries onto
+//! `spdk_bdev_*` calls and SPDK's callbacks onto core events.
+//!
+//! Callbacks never touch the core. They append to the [`Inbox`], a
+//! preallocated buffer the ring drains after each `spdk_thread_poll`, so a
+//! callback that SPDK runs synchronously inside a submit call is as safe as
+//! one that runs later.
+
+use super::entry::{IoKind, IoOp, NvmeCommand};
+use crate::bdev::{BdevDesc, IoChannel, IoTypes, OpenMode};
+use crate::queue::{Driver, IoError, NvmeStatus, StartOutcome, TargetId, Token};
+use spdk_ring_sys as sys;
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Most buffers one vectored entry may carry.
+pub const MAX_IOVECS: usize = 32;
+
+/// A core event produced by an SPDK callback.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Done {
+        token: Token,
+        target: u32,
+        result: Result<u64, IoError>,
+    },
+    Unblock {
+        target: u32,
+    },
+}
+
+/// Where callbacks leave their events. Its address is stable (boxed) and it
+/// outlives every callback: the ring quiesces before freeing it.
+pub(crate) struct Inbox {
+    pub(crate) events: RefCell<VecDeque<Event>>,
+    /// Set if a callback body panicked (the panic is contained there and
+    /// re-raised by the ring on the caller's side).
+    pub(crate) callback_panicked: Cell<bool>,
+}
+
+impl Inbox {
+    pub(crate) fn with_capacity(n: usize) -> Inbox {
+        Inbox {
+            events: RefCell::new(VecDeque::with_capacity(n)),
+            callback_panicked: Cell::new(false),
+        }
+    }
+
+    fn post(&self, event: Event) {
+        // A callback never runs while the ring borrows the inbox: the ring
+        // only borrows it to drain, outside any SPDK call.
+        self.events.borrow_mut().push_back(event);
+    }
+}
+
+/// Per in-flight slot: the callback argument SPDK holds. One per core slot,
+/// in a boxed slice that never moves while the ring lives.
+pub(crate) struct SlotCtx {
+    inbox: *const Inbox,
+    token: Cell<Token>,
+    target: Cell<u32>,
+    /// Bytes a successful completion reports.
+    bytes: Cell<u64>,
+    /// Attach the NVMe status to failures (NVMe-backed bdev).
+    nvme_backed: Cell<bool>,
+    iovs: UnsafeCell<[libc::iovec; MAX_IOVECS]>,
+}
+
+/// The io-wait registration of one target, boxed so SPDK can link it.
+#[repr(C)]
+struct WaitCtx {
+    entry: sys::spdk_bdev_io_wait_entry,
+    inbox: *const Inbox,
+    target: u32,
+    waiting: Cell<bool>,
+}
+
+/// A registered bdev, the io_uring "fixed file" of this ring.
+pub(crate) struct Target {
+    /// `None` once released (unregistered, or removed and drained).
+    channel: Option<IoChannel>,
+    desc: Option<BdevDesc>,
+    bdev: *mut sys::spdk_bdev,
+    block_size: u32,
+    num_blocks: u64,
+    io_types: IoTypes,
+    writable: bool,
+    nvme_backed: bool,
+    pub(crate) removed: bool,
+    pub(crate) unregistered: bool,
+    pub(crate) in_flight: u32,
+    wait: Box<WaitCtx>,
+}
+
+impl Target {
+    /// True once nothing of SPDK's refers to this target any more.
+    fn is_idle(&self) -> bool {
+        self.in_flight == 0 && !self.wait.waiting.get()
+    }
+}
+
+pub(crate) struct BdevDriver {
+    ring_id: u32,
+    /// Submissions SPDK refused with ENOMEM (each retried later).
+    pub(crate) enomem_retries: u64,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) slots: Box<[SlotCtx]>,
+    inbox: *const Inbox,
+}
+
+unsafe extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, ctx: *mut c_void) {
+    // SAFETY: ctx is a SlotCtx of a live ring (the ring quiesces before
+    // freeing slots); the bdev_io is ours to inspect and free once.
+    let slot = unsafe { &*(ctx as *const SlotCtx) };
+    let inbox = unsafe { &*slot.inbox };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let result = if success {
+            Ok(slot.bytes.get())
+        } else {
+            // SAFETY: bdev_io is valid until freed below.
+            Err(unsafe { failure_of(bdev_io, slot.nvme_backed.get()) })
+        };
+        inbox.post(Event::Done {
+            token: slot.token.get(),
+            target: slot.target.get(),
+            result,
+        });
+    }));
+    if outcome.is_err() {
+        inbox.callback_panicked.set(true);
+    }
+    // SAFETY: every completed bdev_io must be freed exactly once.
+    unsafe { sys::spdk_bdev_free_io(bdev_io) };
+}
+
+/// Maps SPDK's status of a failed bdev_io to an errno (and NVMe status).
+unsafe fn failure_of(bdev_io: *mut sys::spdk_bdev_io, nvme_backed: bool) -> IoError {
+    let (mut cdw0, mut sct, mut sc) = (0u32, 0i32, 0i32);
+    let mut aio = 0i32;
+    // SAFETY: bdev_io is a completed, not yet freed I/O (caller's contract).
+    unsafe {
+        sys::spdk_bdev_io_get_nvme_status(bdev_io, &mut cdw0, &mut sct, &mut sc);
+        sys::spdk_bdev_io_get_aio_status(bdev_io, &mut aio);
+    }
+    let errno = match (sct as u32, sc as u32) {
+        (sys::SPDK_NVME_SCT_GENERIC, sys::SPDK_NVME_SC_ABORTED_BY_REQUEST) => libc::ECANCELED,
+        (sys::SPDK_NVME_SCT_MEDIA_ERROR, sys::SPDK_NVME_SC_COMPARE_FAILURE) => libc::EILSEQ,
+        _ if aio < 0 => -aio,
+        _ => libc::EIO,
+    };
+    let nvme = nvme_backed.then_some(NvmeStatus {
+        sct: sct as u8,
+        sc: sc as u8,
+        cdw0,
+        dnr: false,
+        more: false,
+    });
+    IoError { errno, nvme }
+}
+
+unsafe extern "C" fn io_wait_done(ctx: *mut c_void) {
+    // SAFETY: ctx is the boxed WaitCtx registered in start(); targets (and
+    // their WaitCtx) are never freed while a wait is queued.
+    let wait = unsafe { &*(ctx as *const WaitCtx) };
+    wait.waiting.set(false);
+    // SAFETY: the inbox outlives every callback.
+    let inbox = unsafe { &*wait.inbox };
+    inbox.post(Event::Unblock {
+        target: wait.target,
+    });
+}
+
+unsafe extern "C" fn abort_done(
+    bdev_io: *mut sys::spdk_bdev_io,
+    _success: bool,
+    _ctx: *mut c_void,
+) {
+    // SAFETY: the abort's own bdev_io, freed once. Its outcome needs no
+    // report: the aborted entry completes through its own callback.
+    unsafe { sys::spdk_bdev_free_io(bdev_io) };
+}
+
+/// The shape shared by write-zeroes, unmap and flush.
+type RangeFn = unsafe extern "C" fn(
+    *mut sys::spdk_bdev_desc,
+    *mut sys::spdk_io_channel,
+    u64,
+    u64,
+    sys::spdk_bdev_io_completion_cb,
+    *mut c_void,
+) -> i32;
+
+fn failed(errno: i32) -> StartOutcome {
+    StartOutcome::Failed(IoError::errno(errno))
+}
+
+/// Blocks of an I/O over `buf_len` bytes: the explicit count, which the
+/// buffer must hold, or the whole buffer, which must be whole blocks.
+fn blocks_for(buf_len: usize, num_blocks: Option<u64>, block_size: u32) -> Result<u64, i32> {
+    let bs = u64::from(block_size);
+    let len = buf_len as u64;
+    match num_blocks {
+        Some(0) => Err(libc::EINVAL),
+        Some(n) if n.checked_mul(bs).map_or(true, |need| need > len) => Err(libc::EINVAL),
+        Some(n) => Ok(n),
+        None if len % bs != 0 => Err(libc::EINVAL),
+        None => Ok(len / bs),
+    }
+}
+
+impl BdevDriver {
+    pub(crate) fn new(ring_id: u32, slots: usize, inbox: *const Inbox) -> BdevDriver {
+        let slots = (0..slots)
+            .map(|_| SlotCtx {
+                inbox,
+                token: Cell::new(Token::from_u64(0)),
+                target: Cell::new(0),
+                bytes: Cell::new(0),
+                nvme_backed: Cell::new(false),
+                iovs: UnsafeCell::new(
+                    [libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    }; MAX_IOVECS],
+                ),
+            })
+            .collect();
+        BdevDriver {
+            ring_id,
+            enomem_retries: 0,
+            targets: Vec::new(),
+            slots,
+            inbox,
+        }
+    }
+
+    pub(crate) fn add_target(&mut self, desc: &BdevDesc, channel: IoChannel) -> u32 {
+        let bdev = desc.bdev();
+        let index = self.targets.len() as u32;
+        // SAFETY: an open descriptor has a live bdev.
+        let bdev_ptr = unsafe { sys::spdk_bdev_desc_get_bdev(desc.as_ptr()) };
+        self.targets.push(Target {
+            channel: Some(channel),
+            desc: Some(desc.clone()),
+            bdev: bdev_ptr,
+            block_size: bdev.block_size(),
+            num_blocks: bdev.num_blocks(),
+            io_types: bdev.io_types(),
+            writable: desc.mode() == OpenMode::ReadWrite,
+            nvme_backed: bdev.supports(IoTypes::NVME_IO),
+            removed: false,
+            unregistered: false,
+            in_flight: 0,
+            wait: Box::new(WaitCtx {
+                entry: sys::spdk_bdev_io_wait_entry {
+                    bdev: std::ptr::null_mut(),
+                    cb_fn: None,
+                    cb_arg: std::ptr::null_mut(),
+                    dep_unblock: false,
+                    pad: [0; 7],
+                    link: Default::default(),
+                },
+                inbox: self.inbox,
+                target: index,
+                waiting: Cell::new(false),
+            }),
+        });
+        index
+    }
+
+    pub(crate) fn target(&self, index: u32) -> Option<&Target> {
+        self.targets.get(index as usize)
+    }
+
+    pub(crate) fn block_geometry(&self, index: u32) -> Option<(u32, u64)> {
+        self.target(index).map(|t| (t.block_size, t.num_blocks))
+    }
+
+    /// Notes a completion for a target's in-flight count.
+    pub(crate) fn note_done(&mut self, target: u32) {
+        if let Some(t) = self.targets.get_mut(target as usize) {
+            t.in_flight = t.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Releases channels of removed or unregistered targets that SPDK no
+    /// longer uses, so their descriptors can close.
+    pub(crate) fn release_idle_targets(&mut self) {
+        for t in &mut self.targets {
+            if t.channel.is_none() {
+                continue;
+            }
+            if !t.removed && t.desc.as_ref().is_some_and(BdevDesc::is_removed) {
+                t.removed = true;
+            }
+            if (t.removed || t.unregistered) && t.is_idle() {
+                t.channel = None;
+                t.desc = None;
+            }
+        }
+    }
+
+    /// True when no target has anything of SPDK's pending.
+    pub(crate) fn all_idle(&self) -> bool {
+        self.targets.iter().all(Target::is_idle)
+    }
+
+    fn wait_for_memory(&mut self, index: u32) {
+        let t = &mut self.targets[index as usize];
+        if t.wait.waiting.get() {
+            return;
+        }
+        let Some(channel) = &t.channel else { return };
+        let wait = &mut *t.wait;
+        wait.entry.bdev = t.bdev;
+        wait.entry.cb_fn = Some(io_wait_done);
+        wait.entry.cb_arg = wait as *mut WaitCtx as *mut c_void;
+        wait.waiting.set(true);
+        // SAFETY: the entry lives in a Box kept until its callback ran; the
+        // bdev and channel are this target's, on this thread.
+        let rc = unsafe { sys::spdk_bdev_queue_io_wait(t.bdev, channel.as_ptr(), &mut wait.entry) };
+        if rc != 0 {
+            // Memory came back between the failed submit and now: retry
+            // on the next poll instead of waiting for a callback.
+            wait.waiting.set(false);
+            // SAFETY: the inbox outlives the driver's use of it.
+            unsafe { &*self.inbox }.post(Event::Unblock { target: index });
+        }
+    }
+}
+
+impl Driver<IoOp> for BdevDriver {
+    fn start(&mut self, token: Token, target: TargetId, op: &mut IoOp) -> StartOutcome {
+        let index = target.0;
+        if op.target_ring != self.ring_id {
+            return failed(libc::EBADF);
+        }
+        let Some(t) = self.targets.get(index as usize) else {
+            return failed(libc::EBADF);
+        };
+        if t.unregistered {
+            return failed(libc::EBADF);
+        }
+        if t.removed || t.channel.is_none() {
+            return failed(libc::ENODEV);
+        }
+        let (Some(desc), Some(channel)) = (&t.desc, &t.channel) else {
+            return failed(libc::ENODEV);
+        };
+        let (desc, ch) = (desc.as_ptr(), channel.as_ptr());
+        let slot = &self.slots[token.index() as usize];
+        let ctx = slot as *const SlotCtx as *mut c_void;
+        let bs = t.block_size;
+        let in_range =
+            |offset: u64, n: u64| offset.checked_add(n).is_some_and(|end| end <= t.num_blocks);
+        let needs = |io: IoTypes| t.io_types.contains(io);
+        if let IoKind::Write { .. }
+        | IoKind::Writev { .. }
+        | IoKind::WriteZeroes { .. }
+        | IoKind::Unmap { .. }
+        | IoKind::Raw { write: true, .. } = op.kind
+        {
+            if !t.writable {
+                return failed(libc::EBADF);
+            }
+        }
+        let is_write = matches!(
+            op.kind,
+            IoKind::Write { .. } | IoKind::Writev { .. } | IoKind::Raw { write: true, .. }
+        );
+        let range_op: (IoTypes, RangeFn) = match op.kind {
+            IoKind::WriteZeroes { .. } => {
+                (IoTypes::WRITE_ZEROES, sys::spdk_bdev_write_zeroes_blocks)
+            }
+            IoKind::Unmap { .. } => (IoTypes::UNMAP, sys::spdk_bdev_unmap_blocks),
+            _ => (IoTypes::FLUSH, sys::spdk_bdev_flush_blocks),
+        };
+        let rw_io = if is_write {
+            IoTypes::WRITE
+        } else {
+            IoTypes::READ
+        };
+        // SAFETY (for every call below): desc and ch are this target's open
+        // descriptor and channel on this thread; buffers are owned by `op`,
+        // which the core keeps in its slot until completion, so their memory
+        // stays valid and unaliased while SPDK uses it; lengths were checked
+        // against the buffers; ctx is this entry's stable slot context.
+        let rc = unsafe {
+            match &mut op.kind {
+                IoKind::Read {
+                    buf,
+                    offset_blocks,
+                    num_blocks,
+                }
+                | IoKind::Write {
+                    buf,
+                    offset_blocks,
+                    num_blocks,
+                } => {
+                    if !needs(rw_io) {
+                        return failed(libc::ENOTSUP);
+                    }
+                    let n = match blocks_for(buf.len(), *num_blocks, bs) {
+                        Ok(n) => n,
+                        Err(e) => return failed(e),
+                    };
+                    if !in_range(*offset_blocks, n) {
+                        return failed(libc::EINVAL);
+                    }
+                    self.arm(slot, token, index, n * u64::from(bs));
+                    let f = if is_write {
+                        sys::spdk_bdev_write_blocks
+                    } else {
+                        sys::spdk_bdev_read_blocks
+                    };
+                    f(
+                        desc,
+                        ch,
+                        buf.as_mut_ptr().cast(),
+                        *offset_blocks,
+                        n,
+                        Some(io_done),
+                        ctx,
+                    )
+                }
+                IoKind::Readv {
+                    bufs,
+                    offset_blocks,
+                    num_blocks,
+                }
+                | IoKind::Writev {
+                    bufs,
+                    offset_blocks,
+                    num_blocks,
+                } => {
+                    if !needs(rw_io) {
+                        return failed(libc::ENOTSUP);
+                    }
+                    if bufs.is_empty() || bufs.len() > MAX_IOVECS {
+                        return failed(libc::EINVAL);
+                    }
+                    let total: usize = bufs.iter().map(|b| b.len()).sum();
+                    let n = match blocks_for(total, *num_blocks, bs) {
+                        Ok(n) => n,
+                        Err(e) => return failed(e),
+                    };
+                    if !in_range(*offset_blocks, n) {
+                        return failed(libc::EINVAL);
+                    }
+                    let iovs = &mut *slot.iovs.get();
+                    for (iov, buf) in iovs.iter_mut().zip(bufs.iter_mut()) {
+                        *iov = libc::iovec {
+                            iov_base: buf.as_mut_ptr().cast(),
+                            iov_len: buf.len(),
+                        };
+                    }
+                    self.arm(slot, token, index, n * u64::from(bs));
+                    let f = if is_write {
+                        sys::spdk_bdev_writev_blocks
+                    } else {
+                        sys::spdk_bdev_readv_blocks
+                    };
+                    f(
+                        desc,
+                        ch,
+                        iovs.as_mut_ptr().cast(),
+                        bufs.len() as i32,
+                        *offset_blocks,
+                        n,
+                        Some(io_done),
+                        ctx,
+                    )
+                }
+                IoKind::WriteZeroes {
+                    offset_blocks,
+                    num_blocks,
+                }
+                | IoKind::Unmap {
+                    offset_blocks,
+                    num_blocks,
+                }
+                | IoKind::Flush {
+                    offset_blocks,
+                    num_blocks,
+                } => {
+                    let (io, f) = range_op;
+                    if !needs(io) {
+                        return failed(libc::ENOTSUP);
+                    }
+                    if *num_blocks == 0 || !in_range(*offset_blocks, *num_blocks) {
+                        return failed(libc::EINVAL);
+                    }
+                    self.arm(slot, token, index, 0);
+                    f(desc, ch, *offset_blocks, *num_blocks, Some(io_done), ctx)
+                }
+                IoKind::Reset => {
+                    if !needs(IoTypes::RESET) {
+                        return failed(libc::ENOTSUP);
+                    }
+                    self.arm(slot, token, index, 0);
+                    sys::spdk_bdev_reset(desc, ch, Some(io_done), ctx)
+                }
+                IoKind::NvmePassthru { cmd, buf } => {
+                    if !needs(IoTypes::NVME_IO) {
+                        return failed(libc::ENOTSUP);
+                    }
+                    let raw = to_nvme_cmd(cmd);
+                    let (ptr, len) = match buf {
+                        Some(b) => (b.as_mut_ptr().cast::<c_void>(), b.len()),
+                        None => (std::ptr::null_mut(), 0),
+                    };
+                    self.arm(slot, token, index, len as u64);
+                    sys::spdk_bdev_nvme_io_passthru(desc, ch, &raw, ptr, len, Some(io_done), ctx)
+                }
+                IoKind::Raw {
+                    ptr,
+                    len,
+                    offset_blocks,
+                    ..
+                } => {
+                    if !needs(rw_io) {
+                        return failed(libc::ENOTSUP);
+                    }
+                    if ptr.is_null() {
+                        return failed(libc::EFAULT);
+                    }
+                    let n = match blocks_for(*len, None, bs) {
+                        Ok(n) if n > 0 => n,
+                        _ => return failed(libc::EINVAL),
+                    };
+                    if !in_range(*offset_blocks, n) {
+                        return failed(libc::EINVAL);
+                    }
+                    self.arm(slot, token, index, *len as u64);
+                    let f = if is_write {
+                        sys::spdk_bdev_write_blocks
+                    } else {
+                        sys::spdk_bdev_read_blocks
+                    };
+                    f(desc, ch, ptr.cast(), *offset_blocks, n, Some(io_done), ctx)
+                }
+            }
+        };
+        match rc {
+            0 => {
+                self.targets[index as usize].in_flight += 1;
+                StartOutcome::Started
+            }
+            rc if rc == -libc::ENOMEM => {
+                self.enomem_retries += 1;
+                self.wait_for_memory(index);
+                StartOutcome::NoMem
+            }
+            rc => failed(-rc),
+        }
+    }
+
+    fn abort(&mut self, token: Token, target: TargetId, _op: &mut IoOp) -> Result<(), ()> {
+        let t = self.targets.get(target.0 as usize).ok_or(())?;
+        if !t.io_types.contains(IoTypes::ABORT) {
+            return Err(());
+        }
+        let (Some(desc), Some(channel)) = (&t.desc, &t.channel) else {
+            return Err(());
+        };
+        let slot = &self.slots[token.index() as usize] as *const SlotCtx as *mut c_void;
+        // SAFETY: desc/channel are open on this thread; `slot` is the exact
+        // cb_arg the in-flight I/O was submitted with, which is how SPDK
+        // finds the I/O to abort.
+        let rc = unsafe {
+            sys::spdk_bdev_abort(
+                desc.as_ptr(),
+                channel.as_ptr(),
+                slot,
+                Some(abort_done),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
+impl BdevDriver {
+    fn arm(&self, slot: &SlotCtx, token: Token, target: u32, bytes: u64) {
+        slot.token.set(token);
+        slot.target.set(target);
+        slot.bytes.set(bytes);
+        slot.nvme_backed
+            .set(self.targets[target as usize].nvme_backed);
+    }
+}
+
+fn to_nvme_cmd(cmd: &NvmeCommand) -> sys::spdk_nvme_cmd {
+    let mut raw = sys::spdk_nvme_cmd::default();
+    raw.set_opc(u16::from(cmd.opcode));
+    raw.nsid = cmd.nsid;
+    raw.__bindgen_anon_1.cdw10 = cmd.cdw10;
+    raw.__bindgen_anon_2.cdw11 = cmd.cdw11;
+    raw.__bindgen_anon_3.cdw12 = cmd.cdw12;
+    raw.__bindgen_anon_4.cdw13 = cmd.cdw13;
+    raw.cdw14 = cmd.cdw14;
+    raw.cdw15 = cmd.cdw15;
+    raw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blocks_for;
+
+    #[test]
+    fn block_counts_are_validated_against_buffers() {
+        assert_eq!(blocks_for(4096, None, 512), Ok(8));
+        assert_eq!(blocks_for(4000, None, 512), Err(libc::EINVAL));
+        assert_eq!(blocks_for(4096, Some(4), 512), Ok(4));
+        assert_eq!(blocks_for(4096, Some(9), 512), Err(libc::EINVAL));
+        assert_eq!(blocks_for(4096, Some(0), 512), Err(libc::EINVAL));
+        assert_eq!(blocks_for(4096, Some(u64::MAX), 512), Err(libc::EINVAL));
+    }
+}

@@ -1,0 +1,248 @@
+//! Submission entries and completions as callers see them.
+
+use crate::dma::DmaBuf;
+use crate::error::{Errno, NvmeStatus};
+use crate::queue::{self, EntryFlags, IoError, Submission};
+use std::fmt;
+
+/// A submission entry, built by an [`opcode`](super::opcode) builder.
+pub struct Entry {
+    pub(crate) submission: Submission<IoOp>,
+}
+
+impl Entry {
+    pub(crate) fn from_submission(submission: Submission<IoOp>) -> Entry {
+        Entry { submission }
+    }
+
+    /// The caller's tag, returned unchanged in the completion.
+    pub fn user_data(mut self, user_data: u64) -> Entry {
+        self.submission.user_data = user_data;
+        self
+    }
+
+    /// `LINK` and/or `DRAIN`, with io_uring's meaning.
+    pub fn flags(mut self, flags: EntryFlags) -> Entry {
+        self.submission.flags = flags;
+        self
+    }
+
+    pub fn get_user_data(&self) -> u64 {
+        self.submission.user_data
+    }
+
+    pub fn get_flags(&self) -> EntryFlags {
+        self.submission.flags
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("user_data", &self.submission.user_data)
+            .field("flags", &self.submission.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SQ was full; the entry is handed back untouched.
+#[derive(Debug)]
+pub struct PushError {
+    pub entry: Entry,
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "submission queue is full (entry user_data {})",
+            self.entry.get_user_data()
+        )
+    }
+}
+
+impl std::error::Error for PushError {}
+
+/// A raw NVMe command for [`NvmePassthru`](super::opcode::NvmePassthru):
+/// opcode, namespace and command dwords 10–15 (the driver fills the rest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NvmeCommand {
+    pub opcode: u8,
+    pub nsid: u32,
+    pub cdw10: u32,
+    pub cdw11: u32,
+    pub cdw12: u32,
+    pub cdw13: u32,
+    pub cdw14: u32,
+    pub cdw15: u32,
+}
+
+/// What an I/O entry carries to the driver; buffers live here while in flight.
+#[derive(Debug)]
+pub(crate) struct IoOp {
+    /// The ring the entry's target handle came from.
+    pub(crate) target_ring: u32,
+    pub(crate) kind: IoKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum IoKind {
+    Read {
+        buf: DmaBuf,
+        offset_blocks: u64,
+        num_blocks: Option<u64>,
+    },
+    Write {
+        buf: DmaBuf,
+        offset_blocks: u64,
+        num_blocks: Option<u64>,
+    },
+    Readv {
+        bufs: Vec<DmaBuf>,
+        offset_blocks: u64,
+        num_blocks: Option<u64>,
+    },
+    Writev {
+        bufs: Vec<DmaBuf>,
+        offset_blocks: u64,
+        num_blocks: Option<u64>,
+    },
+    WriteZeroes {
+        offset_blocks: u64,
+        num_blocks: u64,
+    },
+    Unmap {
+        offset_blocks: u64,
+        num_blocks: u64,
+    },
+    Flush {
+        offset_blocks: u64,
+        num_blocks: u64,
+    },
+    Reset,
+    NvmePassthru {
+        cmd: NvmeCommand,
+        buf: Option<DmaBuf>,
+    },
+    Raw {
+        write: bool,
+        ptr: *mut u8,
+        len: usize,
+        offset_blocks: u64,
+    },
+}
+
+/// Why an entry failed: the errno, and for NVMe-backed targets the NVMe
+/// status the controller returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoFailure {
+    errno: Errno,
+    nvme: Option<NvmeStatus>,
+}
+
+impl IoFailure {
+    pub(crate) fn from_queue(e: IoError) -> IoFailure {
+        IoFailure {
+            errno: Errno(e.errno),
+            nvme: e.nvme,
+        }
+    }
+    pub fn errno(&self) -> Errno {
+        self.errno
+    }
+    pub fn nvme_status(&self) -> Option<NvmeStatus> {
+        self.nvme
+    }
+}
+
+impl fmt::Display for IoFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.nvme {
+            Some(status) => write!(f, "{} (NVMe {status})", self.errno),
+            None => write!(f, "{}", self.errno),
+        }
+    }
+}
+
+impl std::error::Error for IoFailure {}
+
+impl From<IoFailure> for crate::Error {
+    fn from(e: IoFailure) -> crate::Error {
+        match e.nvme {
+            Some(status) => crate::Error::Nvme(status),
+            None => crate::Error::Errno(e.errno),
+        }
+    }
+}
+
+/// A completion: the entry's `user_data`, its result (bytes transferred or
+/// the failure) and, for I/O entries, the buffers it borrowed — on success
+/// and on error alike.
+pub struct Completion {
+    user_data: u64,
+    result: Result<u64, IoFailure>,
+    op: Option<IoOp>,
+}
+
+impl Completion {
+    pub(crate) fn from_queue(c: queue::Completion<IoOp>) -> Completion {
+        Completion {
+            user_data: c.user_data,
+            result: c.result.map_err(IoFailure::from_queue),
+            op: c.op,
+        }
+    }
+
+    pub fn user_data(&self) -> u64 {
+        self.user_data
+    }
+
+    /// Bytes transferred (0 for entries that move no data), or the failure.
+    pub fn result(&self) -> Result<u64, IoFailure> {
+        self.result
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// The errno, if the entry failed.
+    pub fn errno(&self) -> Option<Errno> {
+        self.result.err().map(|e| e.errno)
+    }
+
+    /// Takes back the buffer of a single-buffer entry (Read, Write,
+    /// NvmePassthru).
+    pub fn take_buf(&mut self) -> Option<DmaBuf> {
+        match &mut self.op.as_mut()?.kind {
+            IoKind::Read { .. } | IoKind::Write { .. } => match self.op.take()?.kind {
+                IoKind::Read { buf, .. } | IoKind::Write { buf, .. } => Some(buf),
+                _ => None,
+            },
+            IoKind::NvmePassthru { buf, .. } => buf.take(),
+            _ => None,
+        }
+    }
+
+    /// Takes back the buffers of a vectored entry (Readv, Writev); a
+    /// single-buffer entry gives a one-element vector.
+    pub fn take_bufs(&mut self) -> Vec<DmaBuf> {
+        let Some(op) = self.op.as_mut() else {
+            return Vec::new();
+        };
+        match &mut op.kind {
+            IoKind::Readv { bufs, .. } | IoKind::Writev { bufs, .. } => std::mem::take(bufs),
+            _ => self.take_buf().into_iter().collect(),
+        }
+    }
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("user_data", &self.user_data)
+            .field("result", &self.result)
+            .field("has_buffers", &self.op.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,386 @@
+//! The ring: a submission queue and a completion queue on one SPDK thread.
+//!
+//! ```no_run
+//! use spdk_ring::{opcode, BdevDesc, DmaBuf, OpenMode, Ring, SpdkRuntime, JsonConfig};
+//! let rt = SpdkRuntime::builder()
+//!     .no_huge(true)
+//!     .mem_size_mb(1024)
+//!     .json_config(JsonConfig::new().malloc_bdev("Malloc0", 8192, 512).to_json())
+//!     .build()?;
+//! let desc = BdevDesc::open("Malloc0", OpenMode::ReadWrite)?;
+//! let mut ring = Ring::new(64)?;
+//! let disk = ring.register_bdev(&desc)?;
+//!
+//! let buf = DmaBuf::from_slice(&[0xAB; 4096])?;
+//! ring.push(opcode::Write::new(disk, buf, 0).build().user_data(1)).expect("SQ has room");
+//! ring.submit_and_wait(1, std::time::Duration::from_secs(5))?;
+//! for mut done in ring.completions() {
+//!     assert_eq!(done.user_data(), 1);
+//!     assert_eq!(done.result(), Ok(4096));
+//!     let _buf_back = done.take_buf();
+//! }
+//! # Ok::<(), spdk_ring::Error>(())
+//! ```
+//!
+//! ## Errors of entries
+//! Bad entries never reach SPDK; they complete with an errno:
+//!
+//! | Condition | errno |
+//! |-----------|-------|
+//! | target not registered with this ring, or unregistered | `EBADF` |
+//! | write, write-zeroes or unmap on a read-only descriptor | `EBADF` |
+//! | bdev removed (hot-remove, delete) | `ENODEV` |
+//! | I/O type the bdev does not support | `ENOTSUP` |
+//! | `offset + num_blocks` beyond the bdev, zero blocks | `EINVAL` |
+//! | buffer not a whole number of blocks (no `num_blocks`), or shorter than `num_blocks` | `EINVAL` |
+//! | more than [`MAX_IOVECS`] buffers, or none | `EINVAL` |
+//! | `LinkTimeout` not right after a `LINK` entry | `EINVAL` |
+//! | a later entry of a failed `LINK` chain | `ECANCELED` |
+//!
+//! SPDK's own failures keep their errno (`EIO` for a generic device error,
+//! `ECANCELED` for an aborted I/O, `EILSEQ` for a compare miscompare) and,
+//! on NVMe-backed bdevs, the NVMe status ([`IoFailure::nvme_status`]).
+//! `ENOMEM` from SPDK is never reported: the entry waits for memory and is
+//! retried in order.
+//!
+//! ## Completion queue overflow
+//! The CQ never drops a completion. If it is full, completions wait in a
+//! backlog (which allocates) and [`Ring::overflowed`] counts them; draining
+//! the CQ refills it from the backlog in order. Size the CQ (default: twice
+//! the SQ) so that draining once per poll keeps it from filling.
+
+mod bdev_driver;
+mod entry;
+pub mod opcode;
+
+pub use bdev_driver::MAX_IOVECS;
+pub use entry::{Completion, Entry, IoFailure, NvmeCommand, PushError};
+
+use crate::bdev::BdevDesc;
+use crate::error::{Errno, Error, Result};
+use crate::queue::{QueueConfig, RingQueue, TargetId};
+use crate::thread::SpdkThread;
+use bdev_driver::{BdevDriver, Event, Inbox};
+use spdk_ring_sys as sys;
+use std::mem::ManuallyDrop;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long dropping a ring waits for SPDK to return its in-flight I/O.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+static NEXT_RING_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A bdev registered with a ring: the handle entries name it by, like a
+/// fixed file in io_uring. Only valid with the ring that issued it;
+/// registration slots are never reused, so a handle cannot come to name
+/// another bdev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BdevTarget {
+    ring_id: u32,
+    index: u32,
+}
+
+/// Where entries whose handle belongs to another ring are queued: any
+/// valid index does, the driver fails them with `EBADF` by their ring id.
+const FOREIGN_TARGET: TargetId = TargetId(0);
+
+/// Sizes of a [`Ring`].
+#[derive(Debug, Clone, Copy)]
+pub struct RingBuilder {
+    sq_entries: u32,
+    cq_entries: Option<u32>,
+    max_in_flight: Option<u32>,
+    max_targets: u32,
+}
+
+impl RingBuilder {
+    /// Completion queue size (at least the SQ size; default twice it).
+    pub fn cq_entries(mut self, n: u32) -> Self {
+        self.cq_entries = Some(n);
+        self
+    }
+    /// Entries that may be taken from the SQ and not yet completed at once
+    /// (default: the CQ size).
+    pub fn max_in_flight(mut self, n: u32) -> Self {
+        self.max_in_flight = Some(n);
+        self
+    }
+
+    /// How many bdevs may be registered (default 16).
+    pub fn max_targets(mut self, n: u32) -> Self {
+        self.max_targets = n;
+        self
+    }
+
+    /// Creates the ring on the current OS thread's SPDK thread.
+    pub fn build(self) -> Result<Ring> {
+        let thread = SpdkThread::require_current()?;
+        let cq = self.cq_entries.unwrap_or(self.sq_entries.saturating_mul(2));
+        let config = QueueConfig {
+            sq_entries: self.sq_entries,
+            cq_entries: cq,
+            max_in_flight: self.max_in_flight.unwrap_or(cq),
+            max_targets: self.max_targets,
+        };
+        let queue = RingQueue::new(config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let slots = config.max_in_flight as usize;
+        let inbox = Box::new(Inbox::with_capacity(slots + 8));
+        let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
+        let driver = BdevDriver::new(ring_id, slots, &*inbox);
+        // SAFETY: plain reads of the timestamp counter frequency.
+        let ticks_hz = unsafe { sys::spdk_get_ticks_hz() }.max(1);
+        Ok(Ring {
+            queue: ManuallyDrop::new(queue),
+            driver: ManuallyDrop::new(driver),
+            inbox: ManuallyDrop::new(inbox),
+            thread,
+            ring_id,
+            ticks_hz,
+        })
+    }
+}
+
+/// A submission ring and completion ring on one SPDK thread. `!Send`: it
+/// lives on the thread that created it, which it keeps alive.
+///
+/// See the [module docs](self) for the error table and overflow contract.
+pub struct Ring {
+    // Dropped by hand, in this order, only once SPDK has returned every
+    // callback; leaked if it never does.
+    queue: ManuallyDrop<RingQueue<entry::IoOp>>,
+    driver: ManuallyDrop<BdevDriver>,
+    inbox: ManuallyDrop<Box<Inbox>>,
+    thread: SpdkThread,
+    ring_id: u32,
+    ticks_hz: u64,
+}
+
+impl Ring {
+    /// A ring with `sq_entries` submission entries and default sizes.
+    pub fn new(sq_entries: u32) -> Result<Ring> {
+        Ring::builder(sq_entries).build()
+    }
+
+    pub fn builder(sq_entries: u32) -> RingBuilder {
+        RingBuilder {
+            sq_entries,
+            cq_entries: None,
+            max_in_flight: None,
+            max_targets: 16,
+        }
+    }
+
+    /// Registers an open bdev: the ring takes its own I/O channel on its
+    /// thread now, so no entry looks anything up later.
+    pub fn register_bdev(&mut self, desc: &BdevDesc) -> Result<BdevTarget> {
+        if !Rc::ptr_eq(&desc.thread().inner, &self.thread.inner) {
+            return Err(Error::InvalidArgument(
+                "the descriptor was opened on another SPDK thread than the ring's".into(),
+            ));
+        }
+        if desc.is_removed() {
+            return Err(Error::Errno(Errno::ENODEV));
+        }
+        if self.driver.targets.len() >= self.queue.config().max_targets as usize {
+            return Err(Error::InvalidArgument(format!(
+                "ring already has {} targets registered (RingBuilder::max_targets)",
+                self.driver.targets.len()
+            )));
+        }
+        let channel = desc.io_channel()?;
+        let index = self.driver.add_target(desc, channel);
+        self.inbox.events.borrow_mut().reserve(1);
+        Ok(BdevTarget {
+            ring_id: self.ring_id,
+            index,
+        })
+    }
+
+    /// Stops accepting entries for `target` (they complete `EBADF`) and
+    /// releases its channel once its in-flight I/O has completed.
+    pub fn unregister_bdev(&mut self, target: BdevTarget) -> Result<()> {
+        let t = self.valid_target_mut(target)?;
+        t.unregistered = true;
+        self.driver.release_idle_targets();
+        Ok(())
+    }
+
+    fn valid_target_mut(&mut self, target: BdevTarget) -> Result<&mut bdev_driver::Target> {
+        let ring_id = self.ring_id;
+        match self.driver.targets.get_mut(target.index as usize) {
+            Some(t) if target.ring_id == ring_id && !t.unregistered => Ok(t),
+            _ => Err(Error::Errno(Errno::EBADF)),
+        }
+    }
+
+    /// Block size and block count of a registered target.
+    pub fn target_geometry(&self, target: BdevTarget) -> Option<(u32, u64)> {
+        (target.ring_id == self.ring_id)
+            .then(|| self.driver.block_geometry(target.index))
+            .flatten()
+    }
+
+    /// True once the target's bdev reported removal; its new entries
+    /// complete `ENODEV`.
+    pub fn is_removed(&self, target: BdevTarget) -> bool {
+        self.driver.target(target.index).is_some_and(|t| t.removed)
+    }
+
+    /// Queues an entry; when the SQ is full the entry comes back in the
+    /// error, untouched.
+    pub fn push(&mut self, mut entry: Entry) -> std::result::Result<(), PushError> {
+        if let crate::queue::EntryKind::Io { target, op } = &mut entry.submission.kind {
+            // An entry built with another ring's handle must not reach this
+            // ring's target of the same index.
+            if op.target_ring != self.ring_id {
+                *target = FOREIGN_TARGET;
+            }
+        }
+        self.queue.push(entry.submission).map_err(|e| PushError {
+            entry: Entry::from_submission(e.into_submission()),
+        })
+    }
+
+    /// Hands queued entries to SPDK. Returns how many left the SQ.
+    pub fn submit(&mut self) -> usize {
+        let now = self.now_ns();
+        self.queue.submit(&mut *self.driver, now)
+    }
+
+    /// Submits, runs the SPDK thread once (its messages, pollers and the
+    /// bdev completions), processes what completed, and returns how many
+    /// completions are ready.
+    pub fn poll(&mut self) -> usize {
+        let now = self.now_ns();
+        self.queue.submit(&mut *self.driver, now);
+        self.thread.poll();
+        self.process_events();
+        self.queue.advance(&mut *self.driver, now);
+        self.queue.cq_len()
+    }
+
+    /// Polls until at least `min` completions are ready or `timeout`
+    /// passes ([`Error::Timeout`]). Returns the number ready.
+    pub fn submit_and_wait(&mut self, min: usize, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = self.poll();
+            if ready >= min {
+                return Ok(ready);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: "the requested completions",
+                    after: timeout,
+                });
+            }
+        }
+    }
+
+    /// Drains ready completions, oldest first.
+    pub fn completions(&mut self) -> impl Iterator<Item = Completion> + '_ {
+        self.queue.completions().map(Completion::from_queue)
+    }
+
+    /// Takes one completion, if any is ready.
+    pub fn next_completion(&mut self) -> Option<Completion> {
+        self.queue.pop_completion().map(Completion::from_queue)
+    }
+
+    /// Completions that ever had to wait in the overflow backlog.
+    pub fn overflowed(&self) -> u64 {
+        self.queue.overflowed()
+    }
+
+    /// How often SPDK answered a submission with ENOMEM (out of
+    /// `bdev_io`s); each such entry waited and was retried in order.
+    pub fn enomem_retries(&self) -> u64 {
+        self.driver.enomem_retries
+    }
+
+    pub fn sq_space(&self) -> usize {
+        self.queue.sq_space()
+    }
+
+    pub fn sq_len(&self) -> usize {
+        self.queue.sq_len()
+    }
+
+    pub fn cq_len(&self) -> usize {
+        self.queue.cq_len()
+    }
+
+    /// Entries taken from the SQ and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.queue.in_flight()
+    }
+
+    pub fn thread(&self) -> &SpdkThread {
+        &self.thread
+    }
+
+    fn now_ns(&self) -> u64 {
+        // SAFETY: reads the timestamp counter.
+        let ticks = unsafe { sys::spdk_get_ticks() };
+        (u128::from(ticks) * 1_000_000_000 / u128::from(self.ticks_hz)) as u64
+    }
+
+    /// Feeds what callbacks recorded into the core; re-raises, on the
+    /// caller's side, a panic that a callback contained.
+    fn process_events(&mut self) {
+        if self.drain_inbox() {
+            panic!(
+                "spdk-ring: an SPDK completion callback panicked (contained at the FFI boundary)"
+            );
+        }
+    }
+
+    /// Returns whether a callback panicked since the last drain.
+    fn drain_inbox(&mut self) -> bool {
+        loop {
+            let event = self.inbox.events.borrow_mut().pop_front();
+            let Some(event) = event else { break };
+            match event {
+                Event::Done {
+                    token,
+                    target,
+                    result,
+                } => {
+                    self.driver.note_done(target);
+                    self.queue.complete(token, result);
+                }
+                Event::Unblock { target } => self.queue.unblock(TargetId(target)),
+            }
+        }
+        self.driver.release_idle_targets();
+        self.inbox.callback_panicked.replace(false)
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        self.queue.cancel_unstarted();
+        let deadline = Instant::now() + QUIESCE_TIMEOUT;
+        while !(self.queue.is_quiescent() && self.driver.all_idle()) {
+            if Instant::now() > deadline {
+                eprintln!(
+                    "spdk-ring: SPDK did not return the ring's in-flight I/O within \
+                     {QUIESCE_TIMEOUT:?}; leaking its buffers and channels rather than freeing \
+                     memory SPDK may still use"
+                );
+                return;
+            }
+            self.thread.poll();
+            self.drain_inbox();
+        }
+        // SAFETY: SPDK holds nothing of ours any more (quiescent: no I/O in
+        // flight, no io-wait queued), and each field is dropped once, here.
+        unsafe {
+            ManuallyDrop::drop(&mut self.queue);
+            ManuallyDrop::drop(&mut self.driver);
+            ManuallyDrop::drop(&mut self.inbox);
+        }
+    }
+}

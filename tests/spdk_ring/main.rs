@@ -1,0 +1,935 @@
+//! SPDK integration tests of the ring over bdevs: data integrity on malloc,
+//! throughput smoke on null, injected failures on the error bdev, timeouts
+//! and cancellation on the delay bdev, hot-remove, and every bad input.
+//!
+//! One SPDK runtime per process (see `common`); each test attaches its own
+//! SPDK thread and creates the bdevs it mutates under names of its own.
+
+#[cfg(spdk)]
+#[path = "../common/mod.rs"]
+mod common;
+
+#[cfg(not(spdk))]
+#[test]
+#[ignore = "SPDK was not found when this was built, so the SPDK integration tests were skipped. \
+            Install SPDK under /usr/local, or set SPDK_DIR=/path/to/spdk or \
+            PKG_CONFIG_PATH=/path/to/spdk/lib/pkgconfig, then run cargo test again"]
+fn spdk_integration_tests_skipped() {}
+
+#[cfg(spdk)]
+mod support {
+    pub use super::common::*;
+    pub use spdk_ring::{
+        opcode, BdevDesc, BdevTarget, Completion, DmaBuf, EntryFlags, Errno, JsonConfig, OpenMode,
+        Ring, SpdkThread,
+    };
+    pub use std::time::{Duration, Instant};
+
+    /// A ring on a fresh SPDK thread of this test's OS thread, with one bdev
+    /// registered. Fields drop in order: ring, descriptor, thread.
+    pub struct Rig {
+        pub ring: Ring,
+        pub desc: BdevDesc,
+        pub thread: SpdkThread,
+        pub target: BdevTarget,
+    }
+
+    pub fn rig(bdev: &str, mode: OpenMode, sq: u32) -> Rig {
+        fixture();
+        let thread = SpdkThread::attach(&format!("test-{bdev}")).unwrap();
+        let desc = BdevDesc::open(bdev, mode).unwrap();
+        let mut ring = Ring::new(sq).unwrap();
+        let target = ring.register_bdev(&desc).unwrap();
+        Rig {
+            ring,
+            desc,
+            thread,
+            target,
+        }
+    }
+
+    pub fn create(json: JsonConfig) {
+        fixture()
+            .load_config(json.to_json())
+            .recv()
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn rpc(method: &str, params: String) {
+        fixture()
+            .bdev_method(method, params)
+            .recv()
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Pattern unique to (seed, byte index).
+    pub fn pattern(len: usize, seed: u64) -> DmaBuf {
+        let mut buf = DmaBuf::alloc(len, 0).unwrap();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = ((i as u64)
+                .wrapping_mul(31)
+                .wrapping_add(seed.wrapping_mul(131))
+                % 251) as u8;
+        }
+        buf
+    }
+
+    impl Rig {
+        /// Pushes one entry, waits for its completion and returns it.
+        pub fn run(&mut self, entry: spdk_ring::Entry) -> Completion {
+            self.ring.push(entry).expect("SQ has room");
+            self.wait_all(1).pop().unwrap()
+        }
+
+        /// Polls until `n` completions arrived; returns them in order.
+        pub fn wait_all(&mut self, n: usize) -> Vec<Completion> {
+            let mut out = Vec::with_capacity(n);
+            let deadline = Instant::now() + WAIT;
+            while out.len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {n} completions within {WAIT:?}",
+                    out.len()
+                );
+                self.ring.poll();
+                out.extend(self.ring.completions());
+            }
+            out
+        }
+    }
+}
+
+#[cfg(spdk)]
+mod data {
+    use super::support::*;
+
+    #[test]
+    fn writes_then_reads_back_patterns_across_sizes_and_offsets() {
+        let mut r = rig("Malloc0", OpenMode::ReadWrite, 64);
+        let bs = MALLOC_BLOCK_SIZE as usize;
+        // Blocks 0..4096 of Malloc0 belong to this test.
+        let mut offset = 0u64;
+        for (i, blocks) in [1usize, 2, 7, 8, 64, 255, 256].into_iter().enumerate() {
+            let len = blocks * bs;
+            let written = pattern(len, i as u64);
+            let expect = written.to_vec();
+            let done = r.run(
+                opcode::Write::new(r.target, written, offset)
+                    .build()
+                    .user_data(i as u64),
+            );
+            assert_eq!(done.user_data(), i as u64);
+            assert_eq!(done.result(), Ok(len as u64));
+            let mut done = r.run(
+                opcode::Read::new(r.target, DmaBuf::alloc_zeroed(len, 0).unwrap(), offset).build(),
+            );
+            assert_eq!(done.result(), Ok(len as u64));
+            assert_eq!(
+                done.take_buf().unwrap().as_slice(),
+                &expect[..],
+                "{blocks} blocks at {offset}"
+            );
+            offset += blocks as u64 + 3;
+        }
+        assert!(offset < 4096);
+    }
+
+    #[test]
+    fn partial_num_blocks_moves_only_those_blocks() {
+        let mut r = rig("Malloc0", OpenMode::ReadWrite, 8);
+        let base = 4200;
+        r.run(
+            opcode::Write::new(r.target, DmaBuf::alloc_zeroed(4 * 512, 0).unwrap(), base).build(),
+        );
+        let done = r.run(
+            opcode::Write::new(r.target, pattern(4 * 512, 9), base)
+                .num_blocks(1)
+                .build(),
+        );
+        assert_eq!(done.result(), Ok(512));
+        let mut back =
+            r.run(opcode::Read::new(r.target, DmaBuf::alloc(4 * 512, 0).unwrap(), base).build());
+        let back = back.take_buf().unwrap();
+        assert_eq!(&back[..512], &pattern(512, 9)[..]);
+        assert!(back[512..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn vectored_io_round_trips_through_several_buffers() {
+        let mut r = rig("Malloc0", OpenMode::ReadWrite, 8);
+        let sizes = [512usize, 1024, 4096, 512, 2048];
+        let bufs: Vec<DmaBuf> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| pattern(n, 100 + i as u64))
+            .collect();
+        let flat: Vec<u8> = bufs.iter().flat_map(|b| b.to_vec()).collect();
+        let done = r.run(
+            opcode::Writev::new(r.target, bufs, 5000)
+                .build()
+                .user_data(77),
+        );
+        assert_eq!(done.result(), Ok(flat.len() as u64));
+        // Read back with a different split.
+        let reads: Vec<DmaBuf> = [4096usize, 4096]
+            .iter()
+            .map(|&n| DmaBuf::alloc_zeroed(n, 0).unwrap())
+            .collect();
+        let mut done = r.run(opcode::Readv::new(r.target, reads, 5000).build());
+        assert_eq!(done.result(), Ok(8192));
+        let back: Vec<u8> = done.take_bufs().iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(back, flat);
+    }
+
+    #[test]
+    fn write_zeroes_and_unmap_read_back_as_zeros() {
+        let mut r = rig("Malloc0", OpenMode::ReadWrite, 8);
+        let base = 5100;
+        for (i, zeroing) in [true, false].into_iter().enumerate() {
+            let at = base + i as u64 * 16;
+            r.run(opcode::Write::new(r.target, pattern(8 * 512, 5), at).build());
+            let entry = if zeroing {
+                opcode::WriteZeroes::new(r.target, at, 8).build()
+            } else {
+                opcode::Unmap::new(r.target, at, 8).build()
+            };
+            assert_eq!(r.run(entry).result(), Ok(0));
+            let mut back = r.run(opcode::Read::new(r.target, pattern(8 * 512, 6), at).build());
+            assert!(
+                back.take_buf().unwrap().iter().all(|&b| b == 0),
+                "zeroing={zeroing}"
+            );
+        }
+        assert_eq!(
+            r.run(opcode::Flush::new(r.target, base, 32).build())
+                .result(),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn null_bdev_sustains_a_deep_queue() {
+        let mut r = rig("Null0", OpenMode::ReadOnly, 128);
+        let total = 100_000u64;
+        let depth = 64;
+        let mut bufs: Vec<DmaBuf> = (0..depth)
+            .map(|_| DmaBuf::alloc(4096, 0).unwrap())
+            .collect();
+        let (mut issued, mut done, mut seen) = (0u64, 0u64, vec![false; total as usize]);
+        let start = Instant::now();
+        while done < total {
+            while issued < total {
+                let Some(buf) = bufs.pop() else { break };
+                let lba = (issued * 7919) % NULL_BLOCKS;
+                r.ring
+                    .push(
+                        opcode::Read::new(r.target, buf, lba)
+                            .build()
+                            .user_data(issued),
+                    )
+                    .unwrap();
+                issued += 1;
+            }
+            r.ring.poll();
+            for mut c in r.ring.completions() {
+                assert_eq!(c.result(), Ok(4096));
+                assert!(
+                    !std::mem::replace(&mut seen[c.user_data() as usize], true),
+                    "duplicate completion"
+                );
+                bufs.push(c.take_buf().unwrap());
+                done += 1;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60));
+        }
+        assert!(seen.iter().all(|&s| s));
+        assert_eq!(r.ring.overflowed(), 0);
+    }
+}
+
+#[cfg(spdk)]
+mod errors {
+    use super::support::*;
+
+    fn error_bdev(base: &str) -> String {
+        create(JsonConfig::new().malloc_bdev(base, 1024, 512));
+        rpc(
+            "bdev_error_create",
+            format!("{{\"base_name\": \"{base}\"}}"),
+        );
+        format!("EE_{base}")
+    }
+
+    fn inject(name: &str, io_type: &str, num: u32) {
+        rpc(
+            "bdev_error_inject_error",
+            format!("{{\"name\": \"{name}\", \"io_type\": \"{io_type}\", \"error_type\": \"failure\", \"num\": {num}}}"),
+        );
+    }
+
+    #[test]
+    fn injected_failures_complete_with_eio_and_return_the_buffer() {
+        let name = error_bdev("ErrBase1");
+        let mut r = rig(&name, OpenMode::ReadWrite, 8);
+        inject(&name, "write", 1);
+        let mut done = r.run(
+            opcode::Write::new(r.target, pattern(512, 1), 0)
+                .build()
+                .user_data(5),
+        );
+        assert_eq!(done.user_data(), 5);
+        assert_eq!(done.errno(), Some(Errno::EIO));
+        assert_eq!(
+            done.result().unwrap_err().nvme_status(),
+            None,
+            "not an NVMe-backed bdev"
+        );
+        assert_eq!(
+            done.take_buf().unwrap().len(),
+            512,
+            "buffer handed back on error"
+        );
+        // The injection was for one I/O only.
+        assert_eq!(
+            r.run(opcode::Write::new(r.target, pattern(512, 1), 0).build())
+                .result(),
+            Ok(512)
+        );
+    }
+
+    #[test]
+    fn a_failed_link_cancels_the_rest_of_its_chain_in_order() {
+        let name = error_bdev("ErrBase2");
+        let mut r = rig(&name, OpenMode::ReadWrite, 16);
+        inject(&name, "read", 1);
+        let t = r.target;
+        let link = EntryFlags::LINK;
+        r.ring
+            .push(
+                opcode::Write::new(t, pattern(512, 2), 8)
+                    .build()
+                    .user_data(1)
+                    .flags(link),
+            )
+            .unwrap();
+        r.ring
+            .push(
+                opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), 8)
+                    .build()
+                    .user_data(2)
+                    .flags(link),
+            )
+            .unwrap();
+        r.ring
+            .push(
+                opcode::Write::new(t, pattern(512, 3), 9)
+                    .build()
+                    .user_data(3)
+                    .flags(link),
+            )
+            .unwrap();
+        r.ring
+            .push(opcode::Nop::new().build().user_data(4))
+            .unwrap();
+        // An unlinked entry after the chain is unaffected.
+        r.ring
+            .push(opcode::Nop::new().build().user_data(5))
+            .unwrap();
+        let mut all = r.wait_all(5);
+        all.sort_by_key(|c| c.user_data());
+        let results: Vec<_> = all.iter().map(|c| (c.user_data(), c.errno())).collect();
+        assert_eq!(
+            results,
+            [
+                (1, None),
+                (2, Some(Errno::EIO)),
+                (3, Some(Errno::ECANCELED)),
+                (4, Some(Errno::ECANCELED)),
+                (5, None)
+            ]
+        );
+        // The cancelled write never ran: block 9 still reads as it was.
+        let mut back = r.run(opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), 9).build());
+        assert_ne!(back.take_buf().unwrap().as_slice(), &pattern(512, 3)[..]);
+    }
+
+    #[test]
+    fn chain_completions_arrive_in_chain_order() {
+        let mut r = rig("Malloc0", OpenMode::ReadWrite, 16);
+        let t = r.target;
+        for i in 0..8u64 {
+            let flags = if i < 7 {
+                EntryFlags::LINK
+            } else {
+                EntryFlags::empty()
+            };
+            r.ring
+                .push(
+                    opcode::Write::new(t, pattern(512, i), 6000 + i)
+                        .build()
+                        .user_data(i)
+                        .flags(flags),
+                )
+                .unwrap();
+        }
+        let order: Vec<u64> = r.wait_all(8).iter().map(|c| c.user_data()).collect();
+        assert_eq!(order, (0..8).collect::<Vec<_>>());
+    }
+}
+
+#[cfg(spdk)]
+mod bad_input {
+    use super::support::*;
+
+    #[test]
+    fn invalid_entries_complete_with_exact_errnos() {
+        let mut r = rig("Malloc0", OpenMode::ReadWrite, 16);
+        let t = r.target;
+        let cases: Vec<(spdk_ring::Entry, Errno)> = vec![
+            // Out-of-range LBA, and a range running past the end.
+            (
+                opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), MALLOC_BLOCKS).build(),
+                Errno::EINVAL,
+            ),
+            (
+                opcode::Read::new(t, DmaBuf::alloc(1024, 0).unwrap(), MALLOC_BLOCKS - 1).build(),
+                Errno::EINVAL,
+            ),
+            (
+                opcode::WriteZeroes::new(t, u64::MAX, 2).build(),
+                Errno::EINVAL,
+            ),
+            // Length not a multiple of the block size.
+            (
+                opcode::Write::new(t, DmaBuf::alloc(1000, 0).unwrap(), 0).build(),
+                Errno::EINVAL,
+            ),
+            // Buffer shorter than the requested blocks, and zero blocks.
+            (
+                opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), 0)
+                    .num_blocks(2)
+                    .build(),
+                Errno::EINVAL,
+            ),
+            (opcode::Unmap::new(t, 0, 0).build(), Errno::EINVAL),
+            (opcode::Readv::new(t, Vec::new(), 0).build(), Errno::EINVAL),
+            // Unsupported I/O type on a malloc bdev.
+            (
+                opcode::NvmePassthru::new(t, spdk_ring::NvmeCommand::default()).build(),
+                Errno::ENOTSUP,
+            ),
+        ];
+        let n = cases.len();
+        let want: Vec<Errno> = cases.iter().map(|c| c.1).collect();
+        for (i, (entry, _)) in cases.into_iter().enumerate() {
+            r.ring.push(entry.user_data(i as u64)).unwrap();
+        }
+        let mut all = r.wait_all(n);
+        all.sort_by_key(|c| c.user_data());
+        let got: Vec<Errno> = all.iter().map(|c| c.errno().expect("must fail")).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn too_many_iovecs_are_rejected() {
+        let mut r = rig("Malloc0", OpenMode::ReadOnly, 4);
+        let bufs: Vec<DmaBuf> = (0..=spdk_ring::MAX_IOVECS)
+            .map(|_| DmaBuf::alloc(512, 0).unwrap())
+            .collect();
+        let mut done = r.run(opcode::Readv::new(r.target, bufs, 0).build());
+        assert_eq!(done.errno(), Some(Errno::EINVAL));
+        assert_eq!(done.take_bufs().len(), spdk_ring::MAX_IOVECS + 1);
+    }
+
+    #[test]
+    fn writes_through_a_read_only_registration_fail_with_ebadf() {
+        let mut r = rig("Malloc0", OpenMode::ReadOnly, 8);
+        let t = r.target;
+        for entry in [
+            opcode::Write::new(t, pattern(512, 0), 0).build(),
+            opcode::WriteZeroes::new(t, 0, 1).build(),
+            opcode::Unmap::new(t, 0, 1).build(),
+        ] {
+            assert_eq!(r.run(entry).errno(), Some(Errno::EBADF));
+        }
+        assert_eq!(
+            r.run(opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), 0).build())
+                .result(),
+            Ok(512)
+        );
+    }
+
+    #[test]
+    fn foreign_and_unregistered_targets_fail_with_ebadf() {
+        let mut r = rig("Malloc0", OpenMode::ReadOnly, 8);
+        let mut other = Ring::new(4).unwrap();
+        let foreign = other
+            .register_bdev(&BdevDesc::open("Null0", OpenMode::ReadOnly).unwrap())
+            .unwrap();
+        let done = r.run(opcode::Read::new(foreign, DmaBuf::alloc(4096, 0).unwrap(), 0).build());
+        assert_eq!(done.errno(), Some(Errno::EBADF));
+
+        r.ring.unregister_bdev(r.target).unwrap();
+        let done = r.run(opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0).build());
+        assert_eq!(done.errno(), Some(Errno::EBADF));
+        assert_eq!(
+            r.ring.unregister_bdev(r.target).unwrap_err(),
+            spdk_ring::Error::Errno(Errno::EBADF)
+        );
+    }
+
+    #[test]
+    fn a_full_sq_hands_the_entry_back() {
+        let mut r = rig("Malloc0", OpenMode::ReadOnly, 2);
+        r.ring
+            .push(opcode::Nop::new().build().user_data(1))
+            .unwrap();
+        r.ring
+            .push(opcode::Nop::new().build().user_data(2))
+            .unwrap();
+        let err = r.ring.push(
+            opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0)
+                .build()
+                .user_data(3),
+        );
+        let entry = err.unwrap_err().entry;
+        assert_eq!(entry.get_user_data(), 3);
+        assert_eq!(r.ring.sq_space(), 0);
+        r.wait_all(2);
+        assert_eq!(
+            r.run(entry).result(),
+            Ok(512),
+            "the returned entry is still usable"
+        );
+    }
+
+    #[test]
+    fn a_descriptor_of_another_thread_cannot_be_registered() {
+        fixture();
+        let worker_desc_result = SpdkThread::spawn("other-thread", |_| {
+            let desc = BdevDesc::open("Malloc0", OpenMode::ReadOnly).unwrap();
+            // The ring on this thread accepts it; a ring elsewhere cannot
+            // get at it because BdevDesc is !Send (checked at compile time).
+            let mut ring = Ring::new(2).unwrap();
+            ring.register_bdev(&desc).is_ok()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        assert!(worker_desc_result);
+    }
+}
+
+#[cfg(spdk)]
+mod ordering_and_cancel {
+    use super::support::*;
+
+    fn delay_bdev(name: &str, latency_us: u64) {
+        let base = format!("{name}Base");
+        create(JsonConfig::new().malloc_bdev(&base, 1024, 512));
+        rpc(
+            "bdev_delay_create",
+            format!(
+                "{{\"name\": \"{name}\", \"base_bdev_name\": \"{base}\", \"avg_read_latency\": {latency_us}, \
+                 \"p99_read_latency\": {latency_us}, \"avg_write_latency\": {latency_us}, \
+                 \"p99_write_latency\": {latency_us}}}"
+            ),
+        );
+    }
+
+    #[test]
+    fn drain_waits_for_everything_before_it_and_holds_back_what_follows() {
+        delay_bdev("DelayDrain", 20_000);
+        let mut r = rig("DelayDrain", OpenMode::ReadWrite, 16);
+        let t = r.target;
+        for i in 0..4 {
+            r.ring
+                .push(
+                    opcode::Write::new(t, pattern(512, i), i)
+                        .build()
+                        .user_data(i),
+                )
+                .unwrap();
+        }
+        r.ring
+            .push(
+                opcode::Nop::new()
+                    .build()
+                    .user_data(100)
+                    .flags(EntryFlags::DRAIN),
+            )
+            .unwrap();
+        r.ring
+            .push(opcode::Nop::new().build().user_data(101))
+            .unwrap();
+        let order: Vec<u64> = r.wait_all(6).iter().map(|c| c.user_data()).collect();
+        let drain_at = order.iter().position(|&u| u == 100).unwrap();
+        assert_eq!(drain_at, 4, "{order:?}");
+        assert_eq!(order[5], 101);
+    }
+
+    #[test]
+    fn timeouts_fire_with_etime_or_complete_by_count() {
+        let mut r = rig("Malloc0", OpenMode::ReadOnly, 8);
+        let start = Instant::now();
+        let done = r.run(
+            opcode::Timeout::new(Duration::from_millis(30))
+                .build()
+                .user_data(9),
+        );
+        assert_eq!(done.errno(), Some(Errno::ETIME));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+
+        r.ring
+            .push(
+                opcode::Timeout::new(Duration::from_secs(60))
+                    .count(2)
+                    .build()
+                    .user_data(1),
+            )
+            .unwrap();
+        r.ring
+            .push(opcode::Nop::new().build().user_data(2))
+            .unwrap();
+        r.ring
+            .push(opcode::Nop::new().build().user_data(3))
+            .unwrap();
+        let mut all = r.wait_all(3);
+        all.sort_by_key(|c| c.user_data());
+        assert_eq!(
+            all[0].result(),
+            Ok(0),
+            "completed by count, long before 60 s"
+        );
+    }
+
+    #[test]
+    fn link_timeout_aborts_a_slow_io() {
+        delay_bdev("DelayLinkTimeout", 2_000_000);
+        let mut r = rig("DelayLinkTimeout", OpenMode::ReadWrite, 8);
+        let start = Instant::now();
+        r.ring
+            .push(
+                opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0)
+                    .build()
+                    .user_data(1)
+                    .flags(EntryFlags::LINK),
+            )
+            .unwrap();
+        r.ring
+            .push(
+                opcode::LinkTimeout::new(Duration::from_millis(50))
+                    .build()
+                    .user_data(2),
+            )
+            .unwrap();
+        let mut all = r.wait_all(2);
+        all.sort_by_key(|c| c.user_data());
+        assert_eq!(
+            all[0].errno(),
+            Some(Errno::ECANCELED),
+            "the read was aborted"
+        );
+        assert_eq!(all[1].errno(), Some(Errno::ETIME));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "aborted, not waited out"
+        );
+    }
+
+    #[test]
+    fn link_timeout_is_cancelled_when_the_io_wins() {
+        let mut r = rig("Malloc0", OpenMode::ReadOnly, 8);
+        r.ring
+            .push(
+                opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0)
+                    .build()
+                    .user_data(1)
+                    .flags(EntryFlags::LINK),
+            )
+            .unwrap();
+        r.ring
+            .push(
+                opcode::LinkTimeout::new(Duration::from_secs(30))
+                    .build()
+                    .user_data(2),
+            )
+            .unwrap();
+        let mut all = r.wait_all(2);
+        all.sort_by_key(|c| c.user_data());
+        assert_eq!(all[0].result(), Ok(512));
+        assert_eq!(all[1].errno(), Some(Errno::ECANCELED));
+    }
+
+    #[test]
+    fn cancel_covers_unstarted_in_flight_and_unknown_entries() {
+        delay_bdev("DelayCancel", 1_000_000);
+        let mut r = rig("DelayCancel", OpenMode::ReadWrite, 16);
+        let t = r.target;
+        // 1 is in flight on the slow bdev; 2 waits for it in a LINK chain.
+        let read = opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), 0).build();
+        r.ring
+            .push(read.user_data(1).flags(EntryFlags::LINK))
+            .unwrap();
+        r.ring
+            .push(opcode::Nop::new().build().user_data(2))
+            .unwrap();
+        r.ring.poll();
+        r.ring
+            .push(opcode::Cancel::new(2).build().user_data(10))
+            .unwrap();
+        r.ring
+            .push(opcode::Cancel::new(12345).build().user_data(11))
+            .unwrap();
+        r.ring
+            .push(opcode::Cancel::new(1).build().user_data(12))
+            .unwrap();
+        let start = Instant::now();
+        let mut all = r.wait_all(5);
+        all.sort_by_key(|c| c.user_data());
+        let got: Vec<_> = all.iter().map(|c| (c.user_data(), c.errno())).collect();
+        assert_eq!(
+            got,
+            [
+                (1, Some(Errno::ECANCELED)),
+                (2, Some(Errno::ECANCELED)),
+                (10, None),
+                (11, Some(Errno::ENOENT)),
+                (12, None)
+            ]
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "the slow read was aborted"
+        );
+    }
+
+    /// An error bdev whose reads are held ("pending") until resumed, on
+    /// top of `base`; it can abort exactly when `base` can.
+    fn pending_error_bdev(base: &str) -> String {
+        rpc(
+            "bdev_error_create",
+            format!("{{\"base_name\": \"{base}\"}}"),
+        );
+        let name = format!("EE_{base}");
+        rpc(
+            "bdev_error_inject_error",
+            format!("{{\"name\": \"{name}\", \"io_type\": \"read\", \"error_type\": \"pending\", \"num\": 1}}"),
+        );
+        name
+    }
+
+    #[test]
+    fn cancel_requests_an_abort_and_the_io_keeps_its_real_result() {
+        // Malloc supports abort, so the error bdev over it advertises it; the
+        // held read is not found by the base and so finishes normally later.
+        create(JsonConfig::new().malloc_bdev("PendMalloc", 64, 512));
+        let name = pending_error_bdev("PendMalloc");
+        let mut r = rig(&name, OpenMode::ReadOnly, 8);
+        assert!(r.desc.bdev().supports(spdk_ring::IoTypes::ABORT));
+        r.ring
+            .push(
+                opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0)
+                    .build()
+                    .user_data(1),
+            )
+            .unwrap();
+        r.ring.poll();
+        let cancel = r.run(opcode::Cancel::new(1).build().user_data(2));
+        assert_eq!(cancel.result(), Ok(0), "abort requested");
+        rpc(
+            "bdev_error_resume_pending",
+            format!("{{\"name\": \"{name}\"}}"),
+        );
+        let read = r.wait_all(1).pop().unwrap();
+        assert_eq!((read.user_data(), read.result()), (1, Ok(512)));
+    }
+
+    #[test]
+    fn cancel_of_in_flight_io_on_a_bdev_without_abort_is_ealready() {
+        // AIO cannot abort, so neither can the error bdev over it.
+        let file = std::env::temp_dir().join(format!("spdk-ring-aio-{}", std::process::id()));
+        std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+        rpc(
+            "bdev_aio_create",
+            format!(
+                "{{\"name\": \"PendAio\", \"filename\": \"{}\", \"block_size\": 512}}",
+                file.display()
+            ),
+        );
+        let name = pending_error_bdev("PendAio");
+        let mut r = rig(&name, OpenMode::ReadOnly, 8);
+        assert!(!r.desc.bdev().supports(spdk_ring::IoTypes::ABORT));
+        r.ring
+            .push(
+                opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0)
+                    .build()
+                    .user_data(1),
+            )
+            .unwrap();
+        r.ring.poll();
+        let cancel = r.run(opcode::Cancel::new(1).build().user_data(2));
+        assert_eq!(cancel.errno(), Some(Errno::EALREADY));
+        rpc(
+            "bdev_error_resume_pending",
+            format!("{{\"name\": \"{name}\"}}"),
+        );
+        let read = r.wait_all(1).pop().unwrap();
+        assert_eq!((read.user_data(), read.result()), (1, Ok(512)));
+        drop(r);
+        let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
+    fn a_small_cq_overflows_into_the_backlog_without_losing_completions() {
+        fixture();
+        let _t = SpdkThread::attach("overflow").unwrap();
+        let mut ring = Ring::builder(32).cq_entries(32).build().unwrap();
+        for i in 0..32 {
+            ring.push(opcode::Nop::new().build().user_data(i)).unwrap();
+        }
+        ring.poll();
+        for i in 32..64 {
+            ring.push(opcode::Nop::new().build().user_data(i)).unwrap();
+        }
+        ring.poll();
+        assert!(ring.overflowed() >= 32, "overflowed {}", ring.overflowed());
+        let got: Vec<u64> = ring.completions().map(|c| c.user_data()).collect();
+        assert_eq!(got, (0..64).collect::<Vec<_>>());
+    }
+}
+
+#[cfg(spdk)]
+mod lifecycle {
+    use super::support::*;
+
+    #[test]
+    fn hot_remove_completes_in_flight_fails_new_entries_and_releases_the_bdev() {
+        create(JsonConfig::new().malloc_bdev("HotBase", 256, 512));
+        rpc(
+            "bdev_delay_create",
+            "{\"name\": \"Hot0\", \"base_bdev_name\": \"HotBase\", \"avg_read_latency\": 100000, \
+             \"p99_read_latency\": 100000, \"avg_write_latency\": 100000, \"p99_write_latency\": 100000}"
+                .into(),
+        );
+        let mut r = rig("Hot0", OpenMode::ReadWrite, 16);
+        let other = r
+            .ring
+            .register_bdev(&BdevDesc::open("Malloc0", OpenMode::ReadOnly).unwrap())
+            .unwrap();
+        for i in 0..4 {
+            r.ring
+                .push(
+                    opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), i)
+                        .build()
+                        .user_data(i),
+                )
+                .unwrap();
+        }
+        r.ring.poll();
+        assert_eq!(r.ring.in_flight(), 4);
+        let deleted = fixture().bdev_method("bdev_delay_delete", "{\"name\": \"Hot0\"}".into());
+        let deadline = Instant::now() + WAIT;
+        while !r.ring.is_removed(r.target) {
+            assert!(Instant::now() < deadline, "no REMOVE event");
+            r.ring.poll();
+        }
+        // New entries for the removed bdev fail fast; the other target works.
+        r.ring
+            .push(
+                opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0)
+                    .build()
+                    .user_data(50),
+            )
+            .unwrap();
+        r.ring
+            .push(
+                opcode::Read::new(other, DmaBuf::alloc(512, 0).unwrap(), 0)
+                    .build()
+                    .user_data(60),
+            )
+            .unwrap();
+        let mut all = r.wait_all(6);
+        all.sort_by_key(|c| c.user_data());
+        for c in &all[..4] {
+            // In-flight reads finish with their real result: success, or
+            // ECANCELED when the delay module aborts them on removal.
+            assert!(
+                matches!(c.result(), Ok(512)) || c.errno() == Some(Errno::ECANCELED),
+                "{c:?}"
+            );
+        }
+        assert_eq!(all[4].errno(), Some(Errno::ENODEV));
+        assert_eq!(all[5].result(), Ok(512));
+        // The ring released its channel: the descriptor is the last holder.
+        drop(std::mem::replace(
+            &mut r.desc,
+            BdevDesc::open("Malloc0", OpenMode::ReadOnly).unwrap(),
+        ));
+        let result = loop {
+            r.ring.poll();
+            if let Ok(res) = deleted.try_recv() {
+                break res;
+            }
+            assert!(Instant::now() < deadline + WAIT, "delete never finished");
+        };
+        result.unwrap();
+    }
+
+    #[test]
+    fn dropping_a_ring_with_io_in_flight_waits_for_spdk_first() {
+        create(JsonConfig::new().malloc_bdev("DropBase", 64, 512));
+        rpc(
+            "bdev_delay_create",
+            "{\"name\": \"DropDelay\", \"base_bdev_name\": \"DropBase\", \"avg_read_latency\": 50000, \
+             \"p99_read_latency\": 50000, \"avg_write_latency\": 50000, \"p99_write_latency\": 50000}"
+                .into(),
+        );
+        let r = rig("DropDelay", OpenMode::ReadWrite, 16);
+        let Rig {
+            mut ring,
+            desc,
+            thread,
+            target,
+        } = r;
+        for i in 0..8 {
+            ring.push(
+                opcode::Write::new(target, pattern(512, i), i)
+                    .build()
+                    .user_data(i),
+            )
+            .unwrap();
+        }
+        ring.poll();
+        assert_eq!(ring.in_flight(), 8);
+        let start = Instant::now();
+        drop(ring);
+        assert!(
+            start.elapsed() >= Duration::from_millis(20),
+            "drop returned before SPDK finished"
+        );
+        // The writes really happened (the buffers were alive throughout).
+        let mut ring = Ring::new(4).unwrap();
+        let t = ring.register_bdev(&desc).unwrap();
+        ring.push(opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), 7).build())
+            .unwrap();
+        ring.submit_and_wait(1, WAIT).unwrap();
+        let mut c = ring.next_completion().unwrap();
+        assert_eq!(c.take_buf().unwrap().as_slice(), &pattern(512, 7)[..]);
+        drop(ring);
+        drop(desc);
+        drop(thread);
+    }
+
+    #[test]
+    fn submit_and_wait_times_out_cleanly() {
+        let mut r = rig("Malloc0", OpenMode::ReadOnly, 4);
+        let err = r
+            .ring
+            .submit_and_wait(1, Duration::from_millis(20))
+            .unwrap_err();
+        assert!(matches!(err, spdk_ring::Error::Timeout { .. }));
+    }
+}

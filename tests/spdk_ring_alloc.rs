@@ -1,0 +1,112 @@
+//! Zero heap allocations per I/O in steady state, counted by a global
+//! allocator over a long run on the null bdev. Its own process: a global
+//! allocator is per binary.
+
+#[cfg(spdk)]
+#[path = "common/mod.rs"]
+mod common;
+
+#[cfg(not(spdk))]
+#[test]
+#[ignore = "SPDK was not found when this was built, so the SPDK integration tests were skipped. \
+            Install SPDK under /usr/local, or set SPDK_DIR=/path/to/spdk or \
+            PKG_CONFIG_PATH=/path/to/spdk/lib/pkgconfig, then run cargo test again"]
+fn spdk_integration_tests_skipped() {}
+
+#[cfg(spdk)]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Counts allocations made by threads that opted in.
+    pub struct Counting;
+    pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        pub static COUNT_HERE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    // SAFETY: forwards to the system allocator unchanged; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if COUNT_HERE.try_with(Cell::get).unwrap_or(false) {
+                ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            }
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if COUNT_HERE.try_with(Cell::get).unwrap_or(false) {
+                ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            }
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+}
+
+#[cfg(spdk)]
+#[test]
+fn steady_state_io_allocates_nothing() {
+    use common::*;
+    use counting::{ALLOCATIONS, COUNT_HERE};
+    use spdk_ring::{opcode, BdevDesc, DmaBuf, EntryFlags, OpenMode, Ring, SpdkThread};
+    use std::sync::atomic::Ordering;
+
+    fixture();
+    let thread = SpdkThread::attach("alloc-count").unwrap();
+    let desc = BdevDesc::open("Null0", OpenMode::ReadWrite).unwrap();
+    let mut ring = Ring::new(64).unwrap();
+    let t = ring.register_bdev(&desc).unwrap();
+    let depth = 32u64;
+    let mut bufs: Vec<DmaBuf> = (0..depth)
+        .map(|_| DmaBuf::alloc(4096, 0).unwrap())
+        .collect();
+    let mut next = 0u64;
+    let mut run = |ring: &mut Ring, bufs: &mut Vec<DmaBuf>, ios: u64| {
+        let mut done = 0;
+        while done < ios {
+            while let Some(buf) = bufs.pop() {
+                let lba = next % NULL_BLOCKS;
+                // Mix reads, writes, a LINK pair and a DRAIN now and then.
+                let entry = match next % 16 {
+                    0 => opcode::Write::new(t, buf, lba)
+                        .build()
+                        .flags(EntryFlags::LINK),
+                    7 => opcode::Read::new(t, buf, lba)
+                        .build()
+                        .flags(EntryFlags::DRAIN),
+                    _ => opcode::Read::new(t, buf, lba).build(),
+                };
+                ring.push(entry.user_data(next)).unwrap();
+                next += 1;
+            }
+            ring.poll();
+            for mut c in ring.completions() {
+                assert_eq!(c.result(), Ok(4096));
+                bufs.push(c.take_buf().unwrap());
+                done += 1;
+            }
+        }
+    };
+    run(&mut ring, &mut bufs, 20_000);
+    COUNT_HERE.with(|c| c.set(true));
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    run(&mut ring, &mut bufs, 300_000);
+    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    COUNT_HERE.with(|c| c.set(false));
+    assert_eq!(
+        allocated, 0,
+        "{allocated} heap allocations during 300000 steady-state I/Os"
+    );
+    drop(ring);
+    drop(desc);
+    drop(thread);
+}
