@@ -70,9 +70,14 @@ fn steady_state_io_allocates_nothing() {
         .map(|_| DmaBuf::alloc(4096, 0).unwrap())
         .collect();
     let mut next = 0u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut run = |ring: &mut Ring, bufs: &mut Vec<DmaBuf>, ios: u64| {
         let mut done = 0;
         while done < ios {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stalled after {done} of {ios} I/Os"
+            );
             while let Some(buf) = bufs.pop() {
                 let lba = next % NULL_BLOCKS;
                 // Mix reads, writes, a LINK pair and a DRAIN now and then.

@@ -90,6 +90,36 @@ impl Links {
         list.len += 1;
     }
 
+    /// Inserts `slot` before `before`, or appends it when `before` is [`NIL`]; `slot` must not
+    /// already be in a list of this kind and `before` must be in `list`.
+    pub(super) fn insert_before(
+        &mut self,
+        list: &mut List,
+        kind: ListKind,
+        before: u32,
+        slot: u32,
+    ) {
+        if before == NIL {
+            self.push_back(list, kind, slot);
+            return;
+        }
+        debug_assert!(!self.link(slot, kind).linked, "slot already linked");
+        debug_assert!(self.link(before, kind).linked, "anchor not linked");
+        let prev = self.link(before, kind).prev;
+        *self.link(slot, kind) = Link {
+            prev,
+            next: before,
+            linked: true,
+        };
+        self.link(before, kind).prev = slot;
+        if prev == NIL {
+            list.head = slot;
+        } else {
+            self.link(prev, kind).next = slot;
+        }
+        list.len += 1;
+    }
+
     /// Removes `slot` from `list` if it is in it; a no-op otherwise, so callers need not track membership.
     pub(super) fn unlink(&mut self, list: &mut List, kind: ListKind, slot: u32) {
         let Link { prev, next, linked } = *self.link(slot, kind);

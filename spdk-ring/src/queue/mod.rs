@@ -33,10 +33,10 @@
 //!     failure every later member completes ECANCELED, in order.
 //!   - *DRAIN*: the entry starts only when every earlier entry has completed,
 //!     and no later entry starts until it has completed.
-//!   - *Targets*: ready Io entries of one target start in the order they became
-//!     ready: push order, except that a chain member becomes ready (and joins
-//!     the back of its target's line) when its predecessor succeeds, so a
-//!     waiting chain never holds back independent entries. A `NoMem` answer blocks the
+//!   - *Targets*: ready Io entries of one target start in push order. A chain
+//!     member becomes ready (and takes its push-order place in its target's
+//!     line) when its predecessor succeeds, so a waiting chain never holds back
+//!     independent entries. A `NoMem` answer blocks the
 //!     target with that entry first in line until [`RingQueue::unblock`]; other
 //!     targets keep going. An Io entry for a target index outside
 //!     `0..max_targets` completes EINVAL when it would start.

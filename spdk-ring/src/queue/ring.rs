@@ -51,9 +51,8 @@ struct Slot<Op> {
 struct TargetState {
     /// Set by `StartOutcome::NoMem`, cleared by `unblock()`.
     blocked: bool,
-    /// Ready, not-yet-started Io entries for this target, in the order they became ready (push
-    /// order, except that a chain member joins when its predecessor succeeds); only the head may
-    /// start.
+    /// Ready, not-yet-started Io entries for this target, in push order (a chain member joins
+    /// when its predecessor succeeds); only the head may start.
     waiting: List,
 }
 
@@ -575,14 +574,24 @@ impl<Op> RingQueue<Op> {
         }
     }
 
-    /// Puts a ready Io entry at the back of its target's line (no-op for other kinds).
+    /// Puts a chain member that just became ready into its target's line at its push position
+    /// (no-op for other kinds). Push order matters beyond fairness: a DRAIN entry in the line
+    /// waits for every older entry, so an older entry queued behind it would deadlock both.
     fn enqueue_for_target(&mut self, slot: u32) {
-        if let EntryKind::Io { target, .. } = self.entry(slot).kind {
-            if let Some(state) = self.targets.get_mut(target.0 as usize) {
-                self.links
-                    .push_back(&mut state.waiting, ListKind::Target, slot);
-            }
+        let (target, seq) = match self.entry(slot).kind {
+            EntryKind::Io { target, .. } => (target, self.entry(slot).seq),
+            _ => return,
+        };
+        let Some(head) = self.targets.get(target.0 as usize).map(|t| t.waiting.head) else {
+            return;
+        };
+        let mut before = head;
+        while before != NIL && self.entry(before).seq < seq {
+            before = self.links.next(ListKind::Target, before);
         }
+        let state = &mut self.targets[target.0 as usize];
+        self.links
+            .insert_before(&mut state.waiting, ListKind::Target, before, slot);
     }
 
     fn unlink_waiting(&mut self, slot: u32) {

@@ -799,9 +799,9 @@ fn io_entries_of_a_target_start_in_push_order() {
 }
 
 #[test]
-fn a_blocked_target_holds_back_its_ready_chain_members_in_line() {
-    // NoMem blocks the target: a chain member that becomes ready joins the back of the line and
-    // starts after the entries that were waiting before it.
+fn a_blocked_target_holds_back_its_ready_chain_members_in_push_order() {
+    // NoMem blocks the target: a chain member that becomes ready takes its push-order place in
+    // the line, and everything starts in push order once the target is unblocked.
     let mut q = queue(8, 2);
     let mut driver = MockDriver::default();
     driver.by_id.insert(2, StartOutcome::NoMem);
@@ -815,12 +815,46 @@ fn a_blocked_target_holds_back_its_ready_chain_members_in_line() {
     assert_eq!(
         driver.started_ids(),
         [1],
-        "nothing overtakes the blocked entry"
+        "nothing starts on a blocked target"
     );
     driver.by_id.remove(&2);
     q.unblock(TargetId(0));
     q.advance(&mut driver, 0);
-    assert_eq!(driver.started_ids(), [1, 2, 3, 5]);
+    assert_eq!(driver.started_ids(), [1, 5, 2, 3]);
+}
+
+#[test]
+fn a_chain_member_ready_late_is_not_queued_behind_a_drain() {
+    // 2 waits for 1; the DRAIN entry 4 waits for 2. Were 2 queued behind 4 on their shared
+    // target, neither could ever start.
+    let mut q = queue(8, 1);
+    let mut driver = MockDriver::default();
+    push_all(
+        &mut q,
+        [
+            linked(io(0, 1)),
+            io(0, 2),
+            io(0, 3),
+            drained(io(0, 4)),
+            io(0, 5),
+        ],
+    );
+    q.submit(&mut driver, 0);
+    assert_eq!(driver.started_ids(), [1, 3]);
+    for id in [3, 1] {
+        let token = driver.take(id);
+        q.complete(token, Ok(0));
+        q.advance(&mut driver, 0);
+    }
+    assert_eq!(driver.started_ids(), [1, 3, 2]);
+    let token = driver.take(2);
+    q.complete(token, Ok(0));
+    q.advance(&mut driver, 0);
+    assert_eq!(driver.started_ids(), [1, 3, 2, 4]);
+    let token = driver.take(4);
+    q.complete(token, Ok(0));
+    q.advance(&mut driver, 0);
+    assert_eq!(driver.started_ids(), [1, 3, 2, 4, 5]);
 }
 
 // ----- shutdown -------------------------------------------------------------------------------
