@@ -1,12 +1,10 @@
 //! The classic framework (`spdk_app_start`) in its own process, since the
 //! SPDK environment can be initialised once per process.
 
-#[cfg(not(spdk))]
-#[test]
-#[ignore = "SPDK was not found when this was built, so the SPDK integration tests were skipped. \
-            Install SPDK under /usr/local, or set SPDK_DIR=/path/to/spdk or \
-            PKG_CONFIG_PATH=/path/to/spdk/lib/pkgconfig, then run cargo test again"]
-fn spdk_integration_tests_skipped() {}
+#[path = "common/skipped.rs"]
+#[macro_use]
+mod skipped;
+report_skipped_without_spdk!();
 
 #[cfg(spdk)]
 #[test]

@@ -6,12 +6,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
-#[cfg(not(spdk))]
-#[test]
-#[ignore = "SPDK was not found when this was built, so the SPDK integration tests were skipped. \
-            Install SPDK under /usr/local, or set SPDK_DIR=/path/to/spdk or \
-            PKG_CONFIG_PATH=/path/to/spdk/lib/pkgconfig, then run cargo test again"]
-fn spdk_integration_tests_skipped() {}
+#[path = "common/skipped.rs"]
+#[macro_use]
+mod skipped;
+report_skipped_without_spdk!();
 
 #[cfg(spdk)]
 mod counting {

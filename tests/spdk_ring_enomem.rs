@@ -6,12 +6,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
-#[cfg(not(spdk))]
-#[test]
-#[ignore = "SPDK was not found when this was built, so the SPDK integration tests were skipped. \
-            Install SPDK under /usr/local, or set SPDK_DIR=/path/to/spdk or \
-            PKG_CONFIG_PATH=/path/to/spdk/lib/pkgconfig, then run cargo test again"]
-fn spdk_integration_tests_skipped() {}
+#[path = "common/skipped.rs"]
+#[macro_use]
+mod skipped;
+report_skipped_without_spdk!();
 
 #[cfg(spdk)]
 mod storms {
@@ -26,8 +24,20 @@ mod storms {
             .bdev_option("bdev_io_cache_size", 4)
     }
 
+    /// One storm at a time: a thread's first bdev channel takes its cache
+    /// from the shared pool, and SPDK refuses the channel (ENOMEM) while
+    /// another test's storm holds the whole pool.
+    static ONE_STORM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+        ONE_STORM_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     #[test]
     fn deep_queues_on_a_tiny_pool_lose_nothing() {
+        let _storm = exclusive();
         fixture_with(tiny_pool);
         let _thread = SpdkThread::attach("enomem").unwrap();
         let desc = BdevDesc::open("Null0", OpenMode::ReadOnly).unwrap();
@@ -71,6 +81,7 @@ mod storms {
 
     #[test]
     fn writes_to_one_block_under_enomem_land_in_submission_order() {
+        let _storm = exclusive();
         fixture_with(tiny_pool);
         let _thread = SpdkThread::attach("enomem-order").unwrap();
         let desc = BdevDesc::open("Malloc0", OpenMode::ReadWrite).unwrap();
@@ -103,6 +114,7 @@ mod storms {
 
     #[test]
     fn chains_survive_enomem_in_order() {
+        let _storm = exclusive();
         fixture_with(tiny_pool);
         let _thread = SpdkThread::attach("enomem-chains").unwrap();
         let desc = BdevDesc::open("Null0", OpenMode::ReadOnly).unwrap();

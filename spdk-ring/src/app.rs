@@ -17,7 +17,7 @@
 //! # Ok::<(), spdk_ring::Error>(())
 //! ```
 
-use crate::env::{claim_init, finish_init, EnvOwner, LogLevel};
+use crate::env::{claim_init, finish_init, EnvOwner, SpdkEnvBuilder};
 use crate::error::{Errno, Error, Result};
 use crate::thread::{thread_lib_is_framework, SpdkThread};
 use spdk_ring_sys as sys;
@@ -28,26 +28,19 @@ use std::path::{Path, PathBuf};
 
 /// Options for [`SpdkApp`]; SPDK's defaults unless set, except that no
 /// JSON-RPC server is started unless [`rpc_addr`](Self::rpc_addr) is given.
+/// The environment options are those of [`SpdkEnvBuilder`]; the core mask is
+/// the reactor mask.
 #[derive(Debug, Clone, Default)]
 pub struct SpdkAppBuilder {
-    name: Option<String>,
+    env: SpdkEnvBuilder,
     json_config_file: Option<PathBuf>,
     json_config: Option<String>,
-    reactor_mask: Option<String>,
     rpc_addr: Option<String>,
-    main_core: Option<i32>,
-    mem_size_mb: Option<u32>,
-    shm_id: Option<i32>,
-    no_pci: bool,
-    no_huge: bool,
-    log_level: LogLevel,
 }
 
 impl SpdkAppBuilder {
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
+    crate::env::env_setters!(.env);
+
     /// JSON configuration file.
     pub fn json_config_file(mut self, path: impl AsRef<Path>) -> Self {
         self.json_config_file = Some(path.as_ref().to_path_buf());
@@ -58,40 +51,9 @@ impl SpdkAppBuilder {
         self.json_config = Some(json.into());
         self
     }
-    /// Reactor CPU mask, e.g. `"0x3"`.
-    pub fn reactor_mask(mut self, mask: impl Into<String>) -> Self {
-        self.reactor_mask = Some(mask.into());
-        self
-    }
     /// Start SPDK's JSON-RPC server on this UNIX socket path or `ip:port`.
     pub fn rpc_addr(mut self, addr: impl Into<String>) -> Self {
         self.rpc_addr = Some(addr.into());
-        self
-    }
-    pub fn main_core(mut self, core: i32) -> Self {
-        self.main_core = Some(core);
-        self
-    }
-    pub fn mem_size_mb(mut self, mb: u32) -> Self {
-        self.mem_size_mb = Some(mb);
-        self
-    }
-    pub fn shm_id(mut self, id: i32) -> Self {
-        self.shm_id = Some(id);
-        self
-    }
-    pub fn no_pci(mut self, yes: bool) -> Self {
-        self.no_pci = yes;
-        self
-    }
-    /// No hugepages (implies `no_pci`; needs `mem_size_mb`).
-    pub fn no_huge(mut self, yes: bool) -> Self {
-        self.no_huge = yes;
-        self.no_pci |= yes;
-        self
-    }
-    pub fn log_level(mut self, level: LogLevel) -> Self {
-        self.log_level = level;
         self
     }
 
@@ -103,11 +65,8 @@ impl SpdkAppBuilder {
     where
         F: FnOnce(&SpdkThread) + 'static,
     {
-        if self.no_huge && self.mem_size_mb.unwrap_or(0) == 0 {
-            return Err(Error::InvalidArgument(
-                "no_huge needs an explicit mem_size_mb".into(),
-            ));
-        }
+        let env = &self.env;
+        env.validate()?;
         let mut keep: Vec<CString> = Vec::new();
         let mut cstr = |s: &str, what: &str| -> Result<*const libc::c_char> {
             let c = CString::new(s)
@@ -119,13 +78,13 @@ impl SpdkAppBuilder {
         let mut opts = sys::spdk_app_opts::default();
         // SAFETY: opts is writable and opts_size is its true size.
         unsafe { sys::spdk_app_opts_init(&mut opts, std::mem::size_of::<sys::spdk_app_opts>()) };
-        opts.name = cstr(self.name.as_deref().unwrap_or("spdk-ring"), "name")?;
+        opts.name = cstr(&env.name, "name")?;
         opts.rpc_addr = match &self.rpc_addr {
             Some(addr) => cstr(addr, "rpc_addr")?,
             None => std::ptr::null(),
         };
-        if let Some(mask) = &self.reactor_mask {
-            opts.reactor_mask = cstr(mask, "reactor mask")?;
+        if let Some(mask) = &env.core_mask {
+            opts.reactor_mask = cstr(mask, "core mask")?;
         }
         let mut json_bytes = Vec::new();
         if let Some(path) = &self.json_config_file {
@@ -141,18 +100,18 @@ impl SpdkAppBuilder {
             opts.json_data = json_bytes.as_mut_ptr().cast();
             opts.json_data_size = json_bytes.len();
         }
-        if let Some(core) = self.main_core {
+        if let Some(core) = env.main_core {
             opts.main_core = core;
         }
-        if let Some(mb) = self.mem_size_mb {
-            opts.mem_size = mb.min(i32::MAX as u32) as i32;
+        if let Some(mb) = env.mem_size_mb {
+            opts.mem_size = mb as i32;
         }
-        if let Some(id) = self.shm_id {
+        if let Some(id) = env.shm_id {
             opts.shm_id = id;
         }
-        opts.no_pci = self.no_pci;
-        opts.no_huge = self.no_huge;
-        opts.print_level = self.log_level.to_sys();
+        opts.no_pci = env.no_pci;
+        opts.no_huge = env.no_huge;
+        opts.print_level = env.log_level.to_sys();
 
         claim_init()?;
         let env = finish_init(EnvOwner::App, keep, true).expect("ok=true yields a token");

@@ -162,53 +162,60 @@ impl Default for SpdkEnvBuilder {
     }
 }
 
-impl SpdkEnvBuilder {
-    /// Process name for DPDK (hugepage file prefixes, shared memory).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-    /// CPU mask such as `"0x1"` or a DPDK core list such as `"[0,2]"`.
-    pub fn core_mask(mut self, mask: impl Into<String>) -> Self {
-        self.core_mask = Some(mask.into());
-        self
-    }
-    /// Memory to reserve for DMA buffers and SPDK's pools, in MiB.
-    pub fn mem_size_mb(mut self, mb: u32) -> Self {
-        self.mem_size_mb = Some(mb);
-        self
-    }
-    /// Shared-memory id for multi-process setups; none by default.
-    pub fn shm_id(mut self, id: i32) -> Self {
-        self.shm_id = Some(id);
-        self
-    }
-    /// The core the calling thread is the main lcore of.
-    pub fn main_core(mut self, core: i32) -> Self {
-        self.main_core = Some(core);
-        self
-    }
-    /// Skip PCI device scanning (no local NVMe devices are used).
-    pub fn no_pci(mut self, yes: bool) -> Self {
-        self.no_pci = yes;
-        self
-    }
-    /// Use ordinary memory instead of hugepages (needs no root); implies
-    /// `no_pci` and requires `mem_size_mb`.
-    pub fn no_huge(mut self, yes: bool) -> Self {
-        self.no_huge = yes;
-        if yes {
-            self.no_pci = true;
+/// The environment setters, for builders that keep a [`SpdkEnvBuilder`] in
+/// a field named `env` (the runtime and app builders delegate to it).
+macro_rules! env_setters {
+    ($($field:tt)*) => {
+        /// Process name for DPDK (hugepage file prefixes, shared memory).
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self$($field)*.name = name.into();
+            self
         }
-        self
-    }
-    /// What SPDK prints to stderr.
-    pub fn log_level(mut self, level: LogLevel) -> Self {
-        self.log_level = level;
-        self
-    }
+        /// CPU mask such as `"0x1"` or a DPDK core list such as `"[0,2]"`.
+        pub fn core_mask(mut self, mask: impl Into<String>) -> Self {
+            self$($field)*.core_mask = Some(mask.into());
+            self
+        }
+        /// Memory to reserve for DMA buffers and SPDK's pools, in MiB.
+        pub fn mem_size_mb(mut self, mb: u32) -> Self {
+            self$($field)*.mem_size_mb = Some(mb);
+            self
+        }
+        /// Shared-memory id for multi-process setups; none by default.
+        pub fn shm_id(mut self, id: i32) -> Self {
+            self$($field)*.shm_id = Some(id);
+            self
+        }
+        /// The core the calling thread is the main lcore of.
+        pub fn main_core(mut self, core: i32) -> Self {
+            self$($field)*.main_core = Some(core);
+            self
+        }
+        /// Skip PCI device scanning (no local NVMe devices are used).
+        pub fn no_pci(mut self, yes: bool) -> Self {
+            self$($field)*.no_pci = yes;
+            self
+        }
+        /// Use ordinary memory instead of hugepages (needs no root); implies
+        /// `no_pci` and requires `mem_size_mb`.
+        pub fn no_huge(mut self, yes: bool) -> Self {
+            self$($field)*.no_huge = yes;
+            self$($field)*.no_pci |= yes;
+            self
+        }
+        /// What SPDK prints to stderr.
+        pub fn log_level(mut self, level: $crate::env::LogLevel) -> Self {
+            self$($field)*.log_level = level;
+            self
+        }
+    };
+}
+pub(crate) use env_setters;
 
-    fn validate(&self) -> Result<()> {
+impl SpdkEnvBuilder {
+    env_setters!();
+
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.name.is_empty() || self.name.contains('\0') {
             return Err(Error::InvalidArgument(
                 "env name must be non-empty text without NUL".into(),

@@ -60,7 +60,7 @@ pub use bdev::{Bdev, BdevDesc, IoChannel, IoTypes, OpenMode};
 pub use dma::{DmaBuf, DEFAULT_DMA_ALIGN};
 #[cfg(spdk)]
 pub use env::{is_initialized as env_is_initialized, LogLevel, SpdkEnv, SpdkEnvBuilder};
-pub use queue::EntryFlags;
+pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{
     opcode, BdevTarget, Completion, Entry, IoFailure, NvmeCommand, PushError, Ring, RingBuilder,
@@ -74,6 +74,23 @@ pub use thread::{CurrentThread, JoinHandle, SpdkThread, ThreadHandle};
 /// The SPDK release this build was compiled against, e.g. `"26.09.0-pre"`.
 #[cfg(spdk)]
 pub const SPDK_VERSION: &str = spdk_ring_sys::SPDK_VERSION_STRING;
+
+/// [`SPDK_VERSION`] as `major * 10000 + minor * 100 + patch` (26.09.0 is
+/// 260900), for code that adapts across SPDK releases.
+#[cfg(spdk)]
+pub const SPDK_VERSION_NUMBER: u32 = parse_version_number(env!("SPDK_RING_SPDK_VERSION_NUMBER"));
+
+#[cfg(spdk)]
+const fn parse_version_number(digits: &str) -> u32 {
+    let bytes = digits.as_bytes();
+    let mut value = 0u32;
+    let mut i = 0;
+    while i < bytes.len() {
+        value = value * 10 + (bytes[i] - b'0') as u32;
+        i += 1;
+    }
+    value
+}
 
 /// Raw bindings, for what the safe API does not cover yet.
 #[cfg(spdk)]

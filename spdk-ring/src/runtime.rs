@@ -21,9 +21,7 @@
 //! # Ok::<(), spdk_ring::Error>(())
 //! ```
 
-use crate::env::{
-    claim_init, env_init_error, finish_init, EnvOwner, EnvToken, LogLevel, SpdkEnvBuilder,
-};
+use crate::env::{claim_init, env_init_error, finish_init, EnvOwner, EnvToken, SpdkEnvBuilder};
 use crate::error::{Errno, Error, Result};
 use crate::thread::{ensure_thread_lib, finish_thread_lib, SpdkThread};
 use spdk_ring_sys as sys;
@@ -111,38 +109,8 @@ impl SpdkRuntimeBuilder {
         self.env = env;
         self
     }
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.env = self.env.name(name);
-        self
-    }
-    pub fn core_mask(mut self, mask: impl Into<String>) -> Self {
-        self.env = self.env.core_mask(mask);
-        self
-    }
-    pub fn mem_size_mb(mut self, mb: u32) -> Self {
-        self.env = self.env.mem_size_mb(mb);
-        self
-    }
-    pub fn no_huge(mut self, yes: bool) -> Self {
-        self.env = self.env.no_huge(yes);
-        self
-    }
-    pub fn no_pci(mut self, yes: bool) -> Self {
-        self.env = self.env.no_pci(yes);
-        self
-    }
-    pub fn shm_id(mut self, id: i32) -> Self {
-        self.env = self.env.shm_id(id);
-        self
-    }
-    pub fn main_core(mut self, core: i32) -> Self {
-        self.env = self.env.main_core(core);
-        self
-    }
-    pub fn log_level(mut self, level: LogLevel) -> Self {
-        self.env = self.env.log_level(level);
-        self
-    }
+    crate::env::env_setters!(.env);
+
     /// JSON configuration text, in SPDK's `{"subsystems": [...]}` format.
     pub fn json_config(mut self, json: impl Into<String>) -> Self {
         self.config = Some(ConfigSource::Text(json.into()));

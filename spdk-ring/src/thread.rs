@@ -185,18 +185,29 @@ impl SpdkThread {
             sys::spdk_set_thread(ptr.as_ptr());
             sys::spdk_thread_get_id(ptr.as_ptr())
         };
+        Ok(SpdkThread::register(ptr, name.to_string(), id, true, env))
+    }
+
+    /// Wraps `ptr` (bound to this OS thread) and records it as attached.
+    fn register(
+        ptr: NonNull<sys::spdk_thread>,
+        name: String,
+        id: u64,
+        owned: bool,
+        env: Arc<EnvToken>,
+    ) -> SpdkThread {
         let inner = Rc::new(ThreadInner {
             ptr,
-            name: name.to_string(),
+            name,
             id,
             mailbox: Arc::new(Mailbox {
                 thread: Mutex::new(Some(ThreadPtr(ptr))),
             }),
-            owned: true,
+            owned,
             _env: env,
         });
         ATTACHED.with(|a| *a.borrow_mut() = Rc::downgrade(&inner));
-        Ok(SpdkThread { inner })
+        SpdkThread { inner }
     }
 
     /// Wraps the SPDK thread that SPDK's framework runs on this OS thread,
@@ -217,18 +228,7 @@ impl SpdkThread {
                 sys::spdk_thread_get_id(ptr.as_ptr()),
             )
         };
-        let inner = Rc::new(ThreadInner {
-            ptr,
-            name,
-            id,
-            mailbox: Arc::new(Mailbox {
-                thread: Mutex::new(Some(ThreadPtr(ptr))),
-            }),
-            owned: false,
-            _env: env,
-        });
-        ATTACHED.with(|a| *a.borrow_mut() = Rc::downgrade(&inner));
-        Ok(SpdkThread { inner })
+        Ok(SpdkThread::register(ptr, name, id, false, env))
     }
 
     /// The SPDK thread attached to this OS thread by spdk-ring, if any.

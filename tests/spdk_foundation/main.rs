@@ -9,12 +9,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-#[cfg(not(spdk))]
-#[test]
-#[ignore = "SPDK was not found when this was built, so the SPDK integration tests were skipped. \
-            Install SPDK under /usr/local, or set SPDK_DIR=/path/to/spdk or \
-            PKG_CONFIG_PATH=/path/to/spdk/lib/pkgconfig, then run cargo test again"]
-fn spdk_integration_tests_skipped() {}
+#[path = "../common/skipped.rs"]
+#[macro_use]
+mod skipped;
+report_skipped_without_spdk!();
 
 #[cfg(spdk)]
 mod env_and_runtime {
@@ -37,7 +35,19 @@ mod env_and_runtime {
             let buf = spdk_ring::DmaBuf::alloc_zeroed(1 << 20, 0).unwrap();
             assert_eq!(buf.len(), 1 << 20);
         }
-        assert!(!spdk_ring::SPDK_VERSION.is_empty());
+        let mut parts = spdk_ring::SPDK_VERSION
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor, patch) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        assert!(major >= 23, "{}", spdk_ring::SPDK_VERSION);
+        assert_eq!(
+            spdk_ring::SPDK_VERSION_NUMBER,
+            major * 10_000 + minor * 100 + patch
+        );
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub(super) fn reap(queue: &mut RingQueue<TestOp>) -> Vec<(u64, IoResult)> {
                  user_data,
                  result,
                  op,
+                 ..
              }| {
                 if let Some(op) = op {
                     assert_eq!(op.id, user_data, "op returned with its own entry");

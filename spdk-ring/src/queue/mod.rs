@@ -110,7 +110,7 @@ mod tests;
 
 pub use ring::{Completions, RingQueue};
 pub use types::{
-    errno_name, Completion, ConfigError, Driver, EntryFlags, EntryKind, IoError, IoResult,
-    NvmeStatus, PushError, QueueConfig, StartOutcome, Submission, TargetId, Token, EALREADY,
-    ECANCELED, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ETIME,
+    errno_name, Completion, CompletionFlags, ConfigError, Driver, EntryFlags, EntryKind, IoError,
+    IoResult, NvmeStatus, PushError, QueueConfig, StartOutcome, Submission, TargetId, Token,
+    EALREADY, ECANCELED, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ETIME,
 };

@@ -9,9 +9,9 @@ use std::mem;
 use super::heap::SlotHeap;
 use super::lists::{Links, List, ListKind, NIL};
 use super::types::{
-    Completion, ConfigError, Driver, EntryFlags, EntryKind, IoError, IoResult, PushError,
-    QueueConfig, StartOutcome, Submission, TargetId, Token, EALREADY, ECANCELED, EINVAL, ENOENT,
-    ETIME,
+    Completion, CompletionFlags, ConfigError, Driver, EntryFlags, EntryKind, IoError, IoResult,
+    PushError, QueueConfig, StartOutcome, Submission, TargetId, Token, EALREADY, ECANCELED, EINVAL,
+    ENOENT, ETIME,
 };
 
 /// Where a live entry is in its life.
@@ -794,9 +794,10 @@ impl<Op> RingQueue<Op> {
             EntryKind::Io { op, .. } => Some(op),
             _ => None,
         };
-        let completion = Completion {
+        let mut completion = Completion {
             user_data,
             result,
+            flags: CompletionFlags::empty(),
             op,
         };
         self.posted += 1;
@@ -804,6 +805,7 @@ impl<Op> RingQueue<Op> {
             self.cq.push_back(completion);
         } else {
             self.overflowed += 1;
+            completion.flags |= CompletionFlags::OVERFLOWED;
             self.backlog.push_back(completion);
         }
     }

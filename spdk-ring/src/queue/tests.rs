@@ -185,15 +185,31 @@ fn full_cq_spills_to_backlog_in_order() {
     assert_eq!(q.cq_len(), 2);
     assert_eq!(q.backlog_len(), 4);
     assert_eq!(q.overflowed(), 4);
-    assert_eq!(q.pop_completion().unwrap().user_data, 0);
+    let first = q.pop_completion().unwrap();
+    assert_eq!(first.user_data, 0);
+    assert_eq!(first.flags, CompletionFlags::empty());
     assert_eq!(q.cq_len(), 2, "refilled from the backlog");
     assert_eq!(q.backlog_len(), 3);
     // New completions queue behind the backlog, never ahead of it.
     push_all(&mut q, [Submission::nop(6)]);
     q.submit(&mut driver, 0);
     assert_eq!(q.overflowed(), 5);
-    let order: Vec<u64> = q.completions().map(|c| c.user_data).collect();
-    assert_eq!(order, [1, 2, 3, 4, 5, 6]);
+    let order: Vec<(u64, bool)> = q
+        .completions()
+        .map(|c| (c.user_data, c.flags.contains(CompletionFlags::OVERFLOWED)))
+        .collect();
+    // 1 was posted into the CQ; 2..=6 went through the backlog.
+    assert_eq!(
+        order,
+        [
+            (1, false),
+            (2, true),
+            (3, true),
+            (4, true),
+            (5, true),
+            (6, true)
+        ]
+    );
     assert_eq!(q.backlog_len(), 0);
     assert_eq!(q.overflowed(), 5, "a running total");
 }

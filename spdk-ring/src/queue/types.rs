@@ -203,6 +203,15 @@ impl fmt::Display for NvmeSuffix {
 /// Result of one entry: `Ok(bytes transferred or 0)` or the error.
 pub type IoResult = Result<u64, IoError>;
 
+bitflags! {
+    /// What happened to a completion on its way to the caller (io_uring's CQE flags).
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct CompletionFlags: u8 {
+        /// The CQ was full when this completed, so it waited in the overflow backlog.
+        const OVERFLOWED = 1;
+    }
+}
+
 /// One completion queue entry.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Completion<Op> {
@@ -210,6 +219,8 @@ pub struct Completion<Op> {
     pub user_data: u64,
     /// How it finished.
     pub result: IoResult,
+    /// How it was delivered.
+    pub flags: CompletionFlags,
     /// The operation of an `Io` entry, on success and on every error, so its buffers come back; `None` otherwise.
     pub op: Option<Op>,
 }

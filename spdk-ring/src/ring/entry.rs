@@ -2,7 +2,7 @@
 
 use crate::dma::DmaBuf;
 use crate::error::{Errno, NvmeStatus};
-use crate::queue::{self, EntryFlags, IoError, Submission};
+use crate::queue::{self, CompletionFlags, EntryFlags, IoError, Submission};
 use std::fmt;
 
 /// A submission entry, built by an [`opcode`](super::opcode) builder.
@@ -181,6 +181,7 @@ impl From<IoFailure> for crate::Error {
 pub struct Completion {
     user_data: u64,
     result: Result<u64, IoFailure>,
+    flags: CompletionFlags,
     op: Option<IoOp>,
 }
 
@@ -189,6 +190,7 @@ impl Completion {
         Completion {
             user_data: c.user_data,
             result: c.result.map_err(IoFailure::from_queue),
+            flags: c.flags,
             op: c.op,
         }
     }
@@ -204,6 +206,11 @@ impl Completion {
 
     pub fn is_ok(&self) -> bool {
         self.result.is_ok()
+    }
+
+    /// [`CompletionFlags::OVERFLOWED`] if it waited in the CQ overflow backlog.
+    pub fn flags(&self) -> CompletionFlags {
+        self.flags
     }
 
     /// The errno, if the entry failed.
@@ -242,6 +249,7 @@ impl fmt::Debug for Completion {
         f.debug_struct("Completion")
             .field("user_data", &self.user_data)
             .field("result", &self.result)
+            .field("flags", &self.flags)
             .field("has_buffers", &self.op.is_some())
             .finish()
     }
