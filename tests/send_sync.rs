@@ -3,6 +3,7 @@
 
 /// Fails to compile when `$t` implements `$trait` (two candidate impls make
 /// the method call ambiguous).
+#[cfg_attr(not(spdk), allow(unused_macros))]
 macro_rules! assert_not_impl {
     ($t:ty: $trait:path) => {
         const _: fn() = || {

@@ -20,9 +20,9 @@ pub const DEFAULT_DMA_ALIGN: usize = 4096;
 /// code at once. The buffer keeps the SPDK environment alive until it is
 /// freed.
 pub struct DmaBuf {
+    // Kept to three words: buffers travel inside every ring entry.
     ptr: NonNull<u8>,
     len: usize,
-    align: usize,
     _env: Arc<EnvToken>,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -78,7 +78,6 @@ impl DmaBuf {
         Ok(DmaBuf {
             ptr,
             len,
-            align,
             _env: env,
             _not_sync: PhantomData,
         })
@@ -91,11 +90,6 @@ impl DmaBuf {
     /// Always false: empty buffers cannot be allocated.
     pub fn is_empty(&self) -> bool {
         false
-    }
-
-    /// The alignment it was allocated with.
-    pub fn align(&self) -> usize {
-        self.align
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -133,10 +127,7 @@ impl DerefMut for DmaBuf {
 
 impl std::fmt::Debug for DmaBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaBuf")
-            .field("len", &self.len)
-            .field("align", &self.align)
-            .finish()
+        f.debug_struct("DmaBuf").field("len", &self.len).finish()
     }
 }
 

@@ -42,6 +42,8 @@ mod app;
 #[cfg(spdk)]
 mod bdev;
 #[cfg(spdk)]
+pub mod clock;
+#[cfg(spdk)]
 mod dma;
 #[cfg(spdk)]
 mod env;
@@ -63,8 +65,8 @@ pub use env::{is_initialized as env_is_initialized, LogLevel, SpdkEnv, SpdkEnvBu
 pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{
-    opcode, BdevTarget, Completion, Entry, IoFailure, NvmeCommand, PushError, Ring, RingBuilder,
-    MAX_IOVECS,
+    opcode, BdevTarget, Completion, Entry, EntryFootprint, IoFailure, NvmeCommand, PushError, Ring,
+    RingBuilder, MAX_IOVECS,
 };
 #[cfg(spdk)]
 pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};

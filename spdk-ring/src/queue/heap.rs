@@ -31,6 +31,11 @@ pub(super) struct SlotHeap {
 }
 
 impl SlotHeap {
+    /// Bytes preallocated per slot.
+    pub(super) fn bytes_per_slot() -> usize {
+        std::mem::size_of::<Item>() + std::mem::size_of::<u32>()
+    }
+
     pub(super) fn new(slots: usize) -> Self {
         Self {
             items: Vec::with_capacity(slots),

@@ -68,6 +68,11 @@ impl Links {
         }
     }
 
+    /// Bytes preallocated per slot.
+    pub(super) fn bytes_per_slot() -> usize {
+        std::mem::size_of::<[Link; LIST_KINDS]>()
+    }
+
     fn link(&mut self, slot: u32, kind: ListKind) -> &mut Link {
         &mut self.links[slot as usize][kind as usize]
     }

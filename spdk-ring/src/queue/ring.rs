@@ -78,6 +78,8 @@ enum StartAction {
 /// The sans-I/O ring: push submissions, `submit`/`advance` with a [`Driver`], feed `complete` events,
 /// and pop completions. See the [module docs](super) for the rules.
 pub struct RingQueue<Op> {
+    /// Timeout and LinkTimeout entries pushed and not yet completed.
+    timer_entries: usize,
     config: QueueConfig,
     sq: VecDeque<Submission<Op>>,
     slots: Vec<Slot<Op>>,
@@ -111,6 +113,7 @@ impl<Op> RingQueue<Op> {
         config.validate()?;
         let slots = config.max_in_flight as usize;
         Ok(Self {
+            timer_entries: 0,
             config,
             sq: VecDeque::with_capacity(config.sq_entries as usize),
             slots: (0..slots)
@@ -156,8 +159,22 @@ impl<Op> RingQueue<Op> {
         if self.sq.len() >= self.config.sq_entries as usize {
             return Err(PushError { submission });
         }
+        if is_timer(&submission.kind) {
+            self.timer_entries += 1;
+        }
         self.sq.push_back(submission);
         Ok(())
+    }
+
+    /// Bytes preallocated per in-flight slot (entry, generation, list links, timer positions).
+    pub fn bytes_per_slot() -> usize {
+        mem::size_of::<Slot<Op>>() + Links::bytes_per_slot() + 2 * SlotHeap::bytes_per_slot()
+    }
+
+    /// Whether a Timeout or LinkTimeout entry is anywhere in the queue: only then does `now`
+    /// matter, so a caller may skip reading the clock otherwise.
+    pub fn has_timer_entries(&self) -> bool {
+        self.timer_entries > 0
     }
 
     /// Entries pushed and not yet taken by `submit`.
@@ -232,7 +249,14 @@ impl<Op> RingQueue<Op> {
             last.flags.remove(EntryFlags::LINK);
         }
         let mut taken = 0;
+        // Once an entry took the general path, the rest do too, so starts stay in push order.
+        let mut direct = true;
         while !self.sq.is_empty() {
+            if direct && self.start_front_directly(driver) {
+                taken += 1;
+                continue;
+            }
+            direct = false;
             let chain_len = self.front_chain_len();
             if chain_len > self.slots.len() {
                 self.reject_front_chain(chain_len);
@@ -340,6 +364,67 @@ impl<Op> RingQueue<Op> {
     }
 
     // ----- admission -------------------------------------------------------------------------
+
+    /// The fast path for the common entry: an unlinked Io entry without DRAIN, while no DRAIN
+    /// barrier is live, for a target that is neither blocked nor has an earlier ready entry
+    /// waiting. The general path would start it in the very next pass anyway; starting it on
+    /// admission skips the waiting lists. Returns false (touching nothing) when it does not apply.
+    fn start_front_directly(&mut self, driver: &mut impl Driver<Op>) -> bool {
+        let Some(front) = self.sq.front() else {
+            return false;
+        };
+        let EntryKind::Io { target, .. } = front.kind else {
+            return false;
+        };
+        if !front.flags.is_empty() || self.drains.head != NIL || self.free.is_empty() {
+            return false;
+        }
+        match self.targets.get(target.0 as usize) {
+            Some(state) if !state.blocked && state.waiting.head == NIL => {}
+            _ => return false,
+        }
+        let submission = self.sq.pop_front().expect("checked");
+        let slot = self.free.pop().expect("checked");
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.links.push_back(&mut self.live, ListKind::Live, slot);
+        let generation = self.slots[slot as usize].generation;
+        let entry = self.slots[slot as usize].entry.insert(Entry {
+            user_data: submission.user_data,
+            seq,
+            kind: submission.kind,
+            stage: Stage::Waiting,
+            chain_pending: false,
+            cancelled: false,
+            chain_next: NIL,
+            link_target: NIL,
+        });
+        #[cfg(test)]
+        let user_data = entry.user_data;
+        let EntryKind::Io { op, .. } = &mut entry.kind else {
+            unreachable!("checked above")
+        };
+        let outcome = driver.start(Token::new(slot, generation), target, op);
+        #[cfg(test)]
+        self.record(TraceEvent::Start(user_data));
+        match outcome {
+            StartOutcome::Started => {
+                self.entry_mut(slot).stage = Stage::InFlight;
+                self.driver_in_flight += 1;
+            }
+            StartOutcome::NoMem => {
+                // Back on the general path: first in its target's line, target blocked.
+                self.links
+                    .push_back(&mut self.waiting, ListKind::Waiting, slot);
+                let state = &mut self.targets[target.0 as usize];
+                self.links
+                    .push_back(&mut state.waiting, ListKind::Target, slot);
+                state.blocked = true;
+            }
+            StartOutcome::Failed(error) => self.finish(slot, Err(error)),
+        }
+        true
+    }
 
     /// Length of the chain at the front of the SQ (1 for an unlinked entry).
     fn front_chain_len(&self) -> usize {
@@ -788,6 +873,9 @@ impl<Op> RingQueue<Op> {
 
     /// Appends a completion: to the CQ while it has room and nothing is backlogged, else to the backlog.
     fn post(&mut self, user_data: u64, result: IoResult, kind: EntryKind<Op>) {
+        if is_timer(&kind) {
+            self.timer_entries -= 1;
+        }
         #[cfg(test)]
         self.record(TraceEvent::Post(user_data));
         let op = match kind {
@@ -858,6 +946,12 @@ impl<Op> RingQueue<Op> {
             .filter(|&slot| self.slots[slot as usize].entry.is_some())
             .collect();
         assert_eq!(live_slots.len() + self.free.len(), self.slots.len());
+        let timers_in_slots = live_slots
+            .iter()
+            .filter(|&&slot| is_timer(&self.entry(slot).kind))
+            .count();
+        let timers_in_sq = self.sq.iter().filter(|s| is_timer(&s.kind)).count();
+        assert_eq!(self.timer_entries, timers_in_slots + timers_in_sq);
         assert_eq!(self.live.len() as usize, live_slots.len());
         let mut waiting = 0;
         let mut in_driver = 0;
@@ -921,4 +1015,11 @@ impl<Op> fmt::Debug for Completions<'_, Op> {
             )
             .finish()
     }
+}
+
+fn is_timer<Op>(kind: &EntryKind<Op>) -> bool {
+    matches!(
+        kind,
+        EntryKind::Timeout { .. } | EntryKind::LinkTimeout { .. }
+    )
 }

@@ -6,7 +6,7 @@
 //! callback that SPDK runs synchronously inside a submit call is as safe as
 //! one that runs later.
 
-use super::entry::{IoKind, IoOp, NvmeCommand};
+use super::entry::{IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
 use crate::bdev::{BdevDesc, IoChannel, IoTypes, OpenMode};
 use crate::queue::{Driver, IoError, NvmeStatus, StartOutcome, TargetId, Token};
 use spdk_ring_sys as sys;
@@ -198,15 +198,15 @@ fn failed(errno: i32) -> StartOutcome {
 
 /// Blocks of an I/O over `buf_len` bytes: the explicit count, which the
 /// buffer must hold, or the whole buffer, which must be whole blocks.
-fn blocks_for(buf_len: usize, num_blocks: Option<u64>, block_size: u32) -> Result<u64, i32> {
+fn blocks_for(buf_len: usize, num_blocks: u32, block_size: u32) -> Result<u64, i32> {
     let bs = u64::from(block_size);
     let len = buf_len as u64;
     match num_blocks {
-        Some(0) => Err(libc::EINVAL),
-        Some(n) if n.checked_mul(bs).map_or(true, |need| need > len) => Err(libc::EINVAL),
-        Some(n) => Ok(n),
-        None if len % bs != 0 => Err(libc::EINVAL),
-        None => Ok(len / bs),
+        0 => Err(libc::EINVAL),
+        WHOLE_BUFFER if len % bs != 0 => Err(libc::EINVAL),
+        WHOLE_BUFFER => Ok(len / bs),
+        n if u64::from(n) * bs > len => Err(libc::EINVAL),
+        n => Ok(u64::from(n)),
     }
 }
 
@@ -526,7 +526,7 @@ impl Driver<IoOp> for BdevDriver {
                     if ptr.is_null() {
                         return failed(libc::EFAULT);
                     }
-                    let n = match blocks_for(*len, None, bs) {
+                    let n = match blocks_for(*len, WHOLE_BUFFER, bs) {
                         Ok(n) if n > 0 => n,
                         _ => return failed(libc::EINVAL),
                     };
@@ -611,15 +611,18 @@ fn to_nvme_cmd(cmd: &NvmeCommand) -> sys::spdk_nvme_cmd {
 
 #[cfg(test)]
 mod tests {
-    use super::blocks_for;
+    use super::{blocks_for, WHOLE_BUFFER};
 
     #[test]
     fn block_counts_are_validated_against_buffers() {
-        assert_eq!(blocks_for(4096, None, 512), Ok(8));
-        assert_eq!(blocks_for(4000, None, 512), Err(libc::EINVAL));
-        assert_eq!(blocks_for(4096, Some(4), 512), Ok(4));
-        assert_eq!(blocks_for(4096, Some(9), 512), Err(libc::EINVAL));
-        assert_eq!(blocks_for(4096, Some(0), 512), Err(libc::EINVAL));
-        assert_eq!(blocks_for(4096, Some(u64::MAX), 512), Err(libc::EINVAL));
+        assert_eq!(blocks_for(4096, WHOLE_BUFFER, 512), Ok(8));
+        assert_eq!(blocks_for(4000, WHOLE_BUFFER, 512), Err(libc::EINVAL));
+        assert_eq!(blocks_for(4096, 4, 512), Ok(4));
+        assert_eq!(blocks_for(4096, 9, 512), Err(libc::EINVAL));
+        assert_eq!(blocks_for(4096, 0, 512), Err(libc::EINVAL));
+        assert_eq!(
+            blocks_for(4096, super::super::entry::encode_num_blocks(u64::MAX), 512),
+            Err(libc::EINVAL)
+        );
     }
 }

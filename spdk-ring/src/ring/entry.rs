@@ -85,27 +85,39 @@ pub(crate) struct IoOp {
     pub(crate) kind: IoKind,
 }
 
+/// `num_blocks` of an I/O that covers its whole buffer. Block counts are
+/// stored as `u32` to keep entries small (they are copied through the
+/// queues); a count that does not fit is stored as 0, which fails `EINVAL`.
+pub(crate) const WHOLE_BUFFER: u32 = u32::MAX;
+
+pub(crate) fn encode_num_blocks(n: u64) -> u32 {
+    u32::try_from(n)
+        .ok()
+        .filter(|&v| v != WHOLE_BUFFER)
+        .unwrap_or(0)
+}
+
 #[derive(Debug)]
 pub(crate) enum IoKind {
     Read {
         buf: DmaBuf,
         offset_blocks: u64,
-        num_blocks: Option<u64>,
+        num_blocks: u32,
     },
     Write {
         buf: DmaBuf,
         offset_blocks: u64,
-        num_blocks: Option<u64>,
+        num_blocks: u32,
     },
     Readv {
         bufs: Vec<DmaBuf>,
         offset_blocks: u64,
-        num_blocks: Option<u64>,
+        num_blocks: u32,
     },
     Writev {
         bufs: Vec<DmaBuf>,
         offset_blocks: u64,
-        num_blocks: Option<u64>,
+        num_blocks: u32,
     },
     WriteZeroes {
         offset_blocks: u64,

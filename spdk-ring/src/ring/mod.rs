@@ -61,7 +61,6 @@ use crate::error::{Errno, Error, Result};
 use crate::queue::{QueueConfig, RingQueue, TargetId};
 use crate::thread::SpdkThread;
 use bdev_driver::{BdevDriver, Event, Inbox};
-use spdk_ring_sys as sys;
 use std::mem::ManuallyDrop;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -85,6 +84,30 @@ pub struct BdevTarget {
 /// Where entries whose handle belongs to another ring are queued: any
 /// valid index does, the driver fails them with `EBADF` by their ring id.
 const FOREIGN_TARGET: TargetId = TargetId(0);
+
+/// Bytes a ring preallocates per queue entry, for sizing rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryFootprint {
+    /// One submission queue entry.
+    pub sq_entry: usize,
+    /// One completion queue entry.
+    pub cq_entry: usize,
+    /// One in-flight slot: the queued entry plus the SPDK callback context
+    /// (with room for [`MAX_IOVECS`] iovecs).
+    pub in_flight_slot: usize,
+}
+
+impl EntryFootprint {
+    pub fn get() -> EntryFootprint {
+        use std::mem::size_of;
+        EntryFootprint {
+            sq_entry: size_of::<crate::queue::Submission<entry::IoOp>>(),
+            cq_entry: size_of::<crate::queue::Completion<entry::IoOp>>(),
+            in_flight_slot: crate::queue::RingQueue::<entry::IoOp>::bytes_per_slot()
+                + size_of::<bdev_driver::SlotCtx>(),
+        }
+    }
+}
 
 /// Sizes of a [`Ring`].
 #[derive(Debug, Clone, Copy)]
@@ -129,8 +152,7 @@ impl RingBuilder {
         let inbox = Box::new(Inbox::with_capacity(slots + 8));
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
         let driver = BdevDriver::new(ring_id, slots, &*inbox);
-        // SAFETY: plain reads of the timestamp counter frequency.
-        let ticks_hz = unsafe { sys::spdk_get_ticks_hz() }.max(1);
+        let ticks_hz = crate::clock::ticks_hz().max(1);
         Ok(Ring {
             queue: ManuallyDrop::new(queue),
             driver: ManuallyDrop::new(driver),
@@ -245,7 +267,7 @@ impl Ring {
 
     /// Hands queued entries to SPDK. Returns how many left the SQ.
     pub fn submit(&mut self) -> usize {
-        let now = self.now_ns();
+        let now = self.clock_for_timers();
         self.queue.submit(&mut *self.driver, now)
     }
 
@@ -253,7 +275,7 @@ impl Ring {
     /// bdev completions), processes what completed, and returns how many
     /// completions are ready.
     pub fn poll(&mut self) -> usize {
-        let now = self.now_ns();
+        let now = self.clock_for_timers();
         self.queue.submit(&mut *self.driver, now);
         self.thread.poll();
         self.process_events();
@@ -321,9 +343,19 @@ impl Ring {
         &self.thread
     }
 
+    /// The time, when a timer may need it: reading the clock costs several
+    /// nanoseconds per poll, which an I/O-only ring does not pay. The core
+    /// uses `now` only for Timeout and LinkTimeout entries.
+    fn clock_for_timers(&self) -> u64 {
+        if self.queue.has_timer_entries() {
+            self.now_ns()
+        } else {
+            0
+        }
+    }
+
     fn now_ns(&self) -> u64 {
-        // SAFETY: reads the timestamp counter.
-        let ticks = unsafe { sys::spdk_get_ticks() };
+        let ticks = crate::clock::ticks();
         (u128::from(ticks) * 1_000_000_000 / u128::from(self.ticks_hz)) as u64
     }
 

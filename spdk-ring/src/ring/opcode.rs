@@ -9,7 +9,7 @@
 //! Invalid combinations are not push errors: the entry completes with an
 //! errno, see [`Ring`](super::Ring) for the table.
 
-use super::entry::{Entry, IoKind, IoOp, NvmeCommand};
+use super::entry::{encode_num_blocks, Entry, IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
 use super::BdevTarget;
 use crate::dma::DmaBuf;
 use crate::queue::{EntryKind, Submission};
@@ -47,17 +47,17 @@ macro_rules! buffer_io {
             target: BdevTarget,
             buf: DmaBuf,
             offset_blocks: u64,
-            num_blocks: Option<u64>,
+            num_blocks: u32,
         }
 
         impl $name {
             /// An I/O of the whole buffer at `offset_blocks`.
             pub fn new(target: BdevTarget, buf: DmaBuf, offset_blocks: u64) -> Self {
-                $name { target, buf, offset_blocks, num_blocks: None }
+                $name { target, buf, offset_blocks, num_blocks: WHOLE_BUFFER }
             }
             /// Transfer only `n` blocks (the buffer must hold them).
             pub fn num_blocks(mut self, n: u64) -> Self {
-                self.num_blocks = Some(n);
+                self.num_blocks = encode_num_blocks(n);
                 self
             }
             pub fn build(self) -> Entry {
@@ -89,18 +89,18 @@ macro_rules! vectored_io {
             target: BdevTarget,
             bufs: Vec<DmaBuf>,
             offset_blocks: u64,
-            num_blocks: Option<u64>,
+            num_blocks: u32,
         }
 
         impl $name {
             /// An I/O over all buffers in order (at most
             /// [`MAX_IOVECS`](super::MAX_IOVECS) of them).
             pub fn new(target: BdevTarget, bufs: Vec<DmaBuf>, offset_blocks: u64) -> Self {
-                $name { target, bufs, offset_blocks, num_blocks: None }
+                $name { target, bufs, offset_blocks, num_blocks: WHOLE_BUFFER }
             }
             /// Transfer only `n` blocks (the buffers must hold them).
             pub fn num_blocks(mut self, n: u64) -> Self {
-                self.num_blocks = Some(n);
+                self.num_blocks = encode_num_blocks(n);
                 self
             }
             pub fn build(self) -> Entry {

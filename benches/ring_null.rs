@@ -1,0 +1,207 @@
+//! One 4 KiB read on a null bdev through the ring, at several queue depths,
+//! next to the same I/O issued straight through `spdk-ring-sys` with a plain
+//! C callback that resubmits from inside the completion (no ring): the floor
+//! for this layer. Criterion reports time per I/O for both; the difference
+//! is what the ring costs.
+//!
+//! Needs SPDK (it starts an embedded no-huge runtime); without it, it says
+//! it was skipped and exits.
+
+#[cfg(not(spdk))]
+fn main() {
+    println!("ring_null: skipped: this build has no SPDK (see README.md to enable it)");
+}
+
+#[cfg(spdk)]
+fn main() {
+    use criterion::{BenchmarkId, Criterion, Throughput};
+    use spdk_ring::{BdevDesc, JsonConfig, LogLevel, OpenMode, SpdkRuntime};
+    use std::time::Duration;
+
+    let rt = SpdkRuntime::builder()
+        .name("bench_ring_null")
+        .no_huge(true)
+        .mem_size_mb(1024)
+        .log_level(LogLevel::Error)
+        .json_config(
+            JsonConfig::new()
+                .null_bdev("Null0", 1 << 20, 4096)
+                .to_json(),
+        )
+        .build()
+        .expect("SPDK starts in no-huge mode");
+    let desc = BdevDesc::open("Null0", OpenMode::ReadOnly).expect("Null0 exists");
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .configure_from_args();
+    let mut group = c.benchmark_group("null_4k_read");
+    for depth in [1usize, 8, 32, 128] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("ring", depth), &depth, |b, &depth| {
+            let mut job = ring_job::RingJob::new(&desc, depth);
+            b.iter_custom(|ios| job.run(ios));
+        });
+        group.bench_with_input(
+            BenchmarkId::new("raw_callback", depth),
+            &depth,
+            |b, &depth| {
+                b.iter_custom(|ios| raw_job::run(&rt, &desc, depth, ios));
+            },
+        );
+    }
+    group.finish();
+    c.final_summary();
+    drop(desc);
+    drop(rt);
+}
+
+/// The ring at a fixed depth: every completion's buffer is resubmitted.
+#[cfg(spdk)]
+mod ring_job {
+    use spdk_ring::{opcode, BdevDesc, BdevTarget, DmaBuf, Ring};
+    use std::time::{Duration, Instant};
+
+    pub struct RingJob {
+        ring: Ring,
+        target: BdevTarget,
+        bufs: Vec<DmaBuf>,
+        next_lba: u64,
+    }
+
+    impl RingJob {
+        pub fn new(desc: &BdevDesc, depth: usize) -> RingJob {
+            let mut ring = Ring::new(depth as u32).expect("ring");
+            let target = ring.register_bdev(desc).expect("register");
+            let bufs = (0..depth)
+                .map(|_| DmaBuf::alloc(4096, 0).expect("dma"))
+                .collect();
+            RingJob {
+                ring,
+                target,
+                bufs,
+                next_lba: 0,
+            }
+        }
+
+        /// Completes `ios` reads with `depth` in flight; returns the time.
+        pub fn run(&mut self, ios: u64) -> Duration {
+            let start = Instant::now();
+            let (mut issued, mut done) = (0u64, 0u64);
+            while done < ios {
+                while issued < ios {
+                    let Some(buf) = self.bufs.pop() else { break };
+                    self.next_lba = (self.next_lba + 7919) % (1 << 20);
+                    let read = opcode::Read::new(self.target, buf, self.next_lba).build();
+                    self.ring.push(read).expect("one SQ entry per buffer");
+                    issued += 1;
+                }
+                self.ring.poll();
+                while let Some(mut c) = self.ring.next_completion() {
+                    debug_assert!(c.is_ok());
+                    self.bufs
+                        .push(c.take_buf().expect("reads return their buffer"));
+                    done += 1;
+                }
+            }
+            start.elapsed()
+        }
+    }
+}
+
+/// The floor: `spdk_bdev_read_blocks` with a callback that resubmits.
+#[cfg(spdk)]
+mod raw_job {
+    use spdk_ring::{sys, BdevDesc, DmaBuf, SpdkRuntime};
+    use std::ffi::c_void;
+    use std::time::{Duration, Instant};
+
+    struct Job {
+        desc: *mut sys::spdk_bdev_desc,
+        ch: *mut sys::spdk_io_channel,
+        remaining_to_issue: u64,
+        outstanding: u64,
+        next_lba: u64,
+    }
+
+    struct Slot {
+        job: *mut Job,
+        buf: *mut c_void,
+    }
+
+    /// # Safety
+    /// `slot`, its job and its buffer outlive the I/O.
+    unsafe fn submit(slot: *mut Slot) {
+        // SAFETY: the caller's contract; a failed submit is counted as done
+        // so the run still ends (the null bdev does not fail at these depths).
+        unsafe {
+            let job = &mut *(*slot).job;
+            job.remaining_to_issue -= 1;
+            job.next_lba = (job.next_lba + 7919) % (1 << 20);
+            let rc = sys::spdk_bdev_read_blocks(
+                job.desc,
+                job.ch,
+                (*slot).buf,
+                job.next_lba,
+                1,
+                Some(done),
+                slot.cast(),
+            );
+            if rc != 0 {
+                job.outstanding -= 1;
+            }
+        }
+    }
+
+    unsafe extern "C" fn done(io: *mut sys::spdk_bdev_io, _ok: bool, ctx: *mut c_void) {
+        // SAFETY: ctx is the Slot of this I/O; the bdev_io is ours to free.
+        unsafe {
+            sys::spdk_bdev_free_io(io);
+            let slot = ctx as *mut Slot;
+            let job = &mut *(*slot).job;
+            if job.remaining_to_issue > 0 {
+                submit(slot);
+            } else {
+                job.outstanding -= 1;
+            }
+        }
+    }
+
+    pub fn run(rt: &SpdkRuntime, desc: &BdevDesc, depth: usize, ios: u64) -> Duration {
+        let ch = desc.io_channel().expect("channel");
+        let mut bufs: Vec<DmaBuf> = (0..depth)
+            .map(|_| DmaBuf::alloc(4096, 0).expect("dma"))
+            .collect();
+        let first = (depth as u64).min(ios);
+        let mut job = Job {
+            desc: desc.as_ptr(),
+            ch: ch.as_ptr(),
+            remaining_to_issue: ios,
+            outstanding: first,
+            next_lba: 0,
+        };
+        let job_ptr: *mut Job = &mut job;
+        let mut slots: Vec<Slot> = bufs
+            .iter_mut()
+            .map(|b| Slot {
+                job: job_ptr,
+                buf: b.as_mut_ptr().cast(),
+            })
+            .collect();
+        let start = Instant::now();
+        for slot in slots.iter_mut().take(first as usize) {
+            // SAFETY: slots, buffers and job live until `outstanding` is 0.
+            unsafe { submit(slot) };
+        }
+        // SAFETY: the callbacks update `outstanding` on this thread, inside poll.
+        while unsafe { std::ptr::read_volatile(&(*job_ptr).outstanding) } > 0 {
+            rt.poll();
+        }
+        let elapsed = start.elapsed();
+        drop(slots);
+        drop(bufs);
+        elapsed
+    }
+}

@@ -1,0 +1,211 @@
+//! `rawperf`: the floor for this layer. The same load as `ringperf`, issued
+//! straight through `spdk-ring-sys` by a plain C-style callback that
+//! resubmits from inside the completion (as bdevperf does), with no ring.
+//! Accepts the same flags (single core; no latency histogram).
+//!
+//! `cargo run --release --example rawperf -- -q 128 -o 4096 -w randread -t 5`
+
+#[cfg(spdk)]
+#[path = "perf/mod.rs"]
+mod perf;
+
+#[cfg(not(spdk))]
+fn main() {
+    eprintln!("rawperf: this build has no SPDK; see README.md for how to enable it.");
+    std::process::exit(2);
+}
+
+#[cfg(spdk)]
+mod raw {
+    use super::perf::Pattern;
+    use spdk_ring::sys;
+    use std::ffi::c_void;
+
+    /// Everything the callback needs; lives on the job's stack until every
+    /// I/O has completed.
+    pub struct Job {
+        pub desc: *mut sys::spdk_bdev_desc,
+        pub ch: *mut sys::spdk_io_channel,
+        pub pattern: Pattern,
+        pub blocks_per_io: u64,
+        pub deadline: u64,
+        pub ios: u64,
+        pub errors: u64,
+        pub outstanding: usize,
+        pub submit_failures: u64,
+    }
+
+    /// One in-flight I/O: its buffer and its job.
+    pub struct Slot {
+        pub job: *mut Job,
+        pub buf: *mut c_void,
+    }
+
+    /// Submits the next I/O of `slot`; false if SPDK refused it.
+    ///
+    /// # Safety
+    /// `slot` and its job are alive until the I/O completes; the buffer
+    /// holds `blocks_per_io` blocks.
+    pub unsafe fn submit(slot: *mut Slot) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let job = &mut *(*slot).job;
+            let (offset, read) = job.pattern.next();
+            let f = if read {
+                sys::spdk_bdev_read_blocks
+            } else {
+                sys::spdk_bdev_write_blocks
+            };
+            let rc = f(
+                job.desc,
+                job.ch,
+                (*slot).buf,
+                offset,
+                job.blocks_per_io,
+                Some(done),
+                slot.cast(),
+            );
+            if rc != 0 {
+                job.submit_failures += 1;
+                job.outstanding -= 1;
+                return false;
+            }
+            true
+        }
+    }
+
+    unsafe extern "C" fn done(bdev_io: *mut sys::spdk_bdev_io, success: bool, ctx: *mut c_void) {
+        // SAFETY: ctx is the Slot this I/O was submitted with; the bdev_io
+        // is ours to free. Nothing here can panic.
+        unsafe {
+            sys::spdk_bdev_free_io(bdev_io);
+            let slot = ctx as *mut Slot;
+            let job = &mut *(*slot).job;
+            if success {
+                job.ios += 1;
+            } else {
+                job.errors += 1;
+            }
+            if sys::spdk_get_ticks() < job.deadline {
+                submit(slot);
+            } else {
+                job.outstanding -= 1;
+            }
+        }
+    }
+}
+
+#[cfg(spdk)]
+fn main() {
+    use perf::{usage, Options, Report};
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{}", usage("rawperf"));
+            return;
+        }
+        Err(e) => {
+            eprintln!("rawperf: {e}\n{}", usage("rawperf"));
+            std::process::exit(2);
+        }
+    };
+    match run(&options) {
+        Ok(report) => {
+            Report::print_table(std::slice::from_ref(&report));
+            if options.report_json {
+                println!(
+                    "{{\"tool\": \"rawperf\", \"results\": [{}]}}",
+                    report.json(&options)
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("rawperf: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(spdk)]
+fn run(o: &perf::Options) -> Result<perf::Report, String> {
+    use perf::{Pattern, Report};
+    use spdk_ring::{clock, BdevDesc, DmaBuf, LogLevel, OpenMode, SpdkRuntime};
+
+    if o.cores()?.len() != 1 {
+        return Err("-m: rawperf runs on one core".into());
+    }
+    let err = |e: spdk_ring::Error| e.to_string();
+    let rt = SpdkRuntime::builder()
+        .name("rawperf")
+        .core_mask(o.core_mask.clone())
+        .no_huge(o.no_huge)
+        .mem_size_mb(o.mem_mb)
+        .log_level(LogLevel::Error)
+        .json_config(o.config_text()?)
+        .build()
+        .map_err(err)?;
+    let mode = if o.read_percent == 100 {
+        OpenMode::ReadOnly
+    } else {
+        OpenMode::ReadWrite
+    };
+    let desc =
+        BdevDesc::open(&o.bdev, mode).map_err(|e| format!("{e}: name an existing bdev with -T"))?;
+    let ch = desc.io_channel().map_err(err)?;
+    let bdev = desc.bdev();
+    let pattern = Pattern::new(o, bdev.block_size(), bdev.num_blocks(), 0x9E37_79B9)?;
+    let hz = clock::ticks_hz();
+    let mut bufs: Vec<DmaBuf> = (0..o.queue_depth)
+        .map(|_| DmaBuf::alloc(o.io_size, 0))
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    let start = clock::ticks();
+    let mut job = raw::Job {
+        desc: desc.as_ptr(),
+        ch: ch.as_ptr(),
+        blocks_per_io: pattern.blocks_per_io(),
+        pattern,
+        deadline: start + o.seconds * hz,
+        ios: 0,
+        errors: 0,
+        outstanding: o.queue_depth,
+        submit_failures: 0,
+    };
+    let job_ptr: *mut raw::Job = &mut job;
+    let mut slots: Vec<raw::Slot> = bufs
+        .iter_mut()
+        .map(|b| raw::Slot {
+            job: job_ptr,
+            buf: b.as_mut_ptr().cast(),
+        })
+        .collect();
+    for slot in slots.iter_mut() {
+        // SAFETY: slots, bufs and job outlive every I/O: we poll below until
+        // none is outstanding before any of them is dropped.
+        unsafe { raw::submit(slot) };
+    }
+    // SAFETY: reading the counter the callbacks update on this same thread.
+    while unsafe { std::ptr::read_volatile(&(*job_ptr).outstanding) } > 0 {
+        rt.poll();
+    }
+    let end = clock::ticks();
+    if job.submit_failures > 0 {
+        return Err(format!(
+            "{} submissions failed (raise the bdev_io pool or lower -q)",
+            job.submit_failures
+        ));
+    }
+    drop(slots);
+    drop(bufs);
+    drop(ch);
+    drop(desc);
+    Ok(Report {
+        label: format!("{} (raw callbacks)", o.bdev),
+        ios: job.ios,
+        errors: job.errors,
+        seconds: (end - start) as f64 / hz as f64,
+        io_size: o.io_size,
+        latency: None,
+        ticks_hz: hz,
+    })
+}

@@ -1,0 +1,232 @@
+//! `ringperf`: a bdevperf-style load generator built on the ring.
+//!
+//! It accepts bdevperf's own flags where they overlap (`--json`, `-T`, `-q`,
+//! `-o`, `-w`, `-M`, `-t`, `-m`, `--no-huge`, `-s`), so the same command line
+//! runs both; `scripts/compare-bdevperf` does exactly that. One ring per
+//! core of `-m`. Prints IOPS, MiB/s and latency (average, p50, p99, p99.9),
+//! as a table and, with `--report-json`, as JSON.
+//!
+//! `cargo run --release --example ringperf -- -q 128 -o 4096 -w randread -t 5`
+
+#[cfg(spdk)]
+#[path = "perf/mod.rs"]
+mod perf;
+
+#[cfg(not(spdk))]
+fn main() {
+    eprintln!("ringperf: this build has no SPDK; see README.md for how to enable it.");
+    std::process::exit(2);
+}
+
+#[cfg(spdk)]
+fn main() {
+    use perf::{usage, Options, Report};
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{}", usage("ringperf"));
+            return;
+        }
+        Err(e) => {
+            eprintln!("ringperf: {e}\n{}", usage("ringperf"));
+            std::process::exit(2);
+        }
+    };
+    match run(&options) {
+        Ok(reports) => {
+            Report::print_table(&reports);
+            let f = spdk_ring::EntryFootprint::get();
+            println!(
+                "ring memory: {} B per SQ entry, {} B per CQ entry, {} B per in-flight slot",
+                f.sq_entry, f.cq_entry, f.in_flight_slot
+            );
+            if options.report_json {
+                let jobs: Vec<String> = reports.iter().map(|r| r.json(&options)).collect();
+                println!(
+                    "{{\"tool\": \"ringperf\", \"results\": [{}]}}",
+                    jobs.join(", ")
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("ringperf: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(spdk)]
+fn run(o: &perf::Options) -> Result<Vec<perf::Report>, String> {
+    use perf::{Histogram, Report};
+    use spdk_ring::{Bdev, LogLevel, SpdkRuntime, SpdkThread};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let cores = o.cores()?;
+    let rt = SpdkRuntime::builder()
+        .name("ringperf")
+        .core_mask(o.core_mask.clone())
+        .no_huge(o.no_huge)
+        .mem_size_mb(o.mem_mb)
+        .log_level(LogLevel::Error)
+        .json_config(o.config_text()?)
+        .build()
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = Bdev::lookup(&o.bdev) {
+        return Err(format!(
+            "{e}: name an existing bdev of the configuration with -T"
+        ));
+    }
+    let progress: Arc<Vec<AtomicU64>> = Arc::new(cores.iter().map(|_| AtomicU64::new(0)).collect());
+    let start_flag = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for (index, &core) in cores.iter().enumerate().skip(1) {
+        let (o, progress, start_flag) = (o.clone(), progress.clone(), start_flag.clone());
+        let worker = SpdkThread::spawn(&format!("ringperf-{core}"), move |_| {
+            perf::pin_to_core(core);
+            while !start_flag.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            job(&o, core, &progress[index], None)
+        })
+        .map_err(|e| e.to_string())?;
+        workers.push(worker);
+    }
+    start_flag.store(true, Ordering::Release);
+    let mut reports = vec![job(
+        o,
+        cores[0],
+        &progress[0],
+        if o.quiet { None } else { Some(&progress) },
+    )?];
+    for worker in workers {
+        reports.push(worker.join().map_err(|e| e.to_string())??);
+    }
+    drop(rt);
+    if reports.len() > 1 {
+        let mut latency = Histogram::new();
+        for r in &reports {
+            latency.merge(r.latency.as_ref().expect("ring jobs measure latency"));
+        }
+        let total = Report {
+            label: "Total".into(),
+            ios: reports.iter().map(|r| r.ios).sum(),
+            errors: reports.iter().map(|r| r.errors).sum(),
+            seconds: reports.iter().map(|r| r.seconds).fold(0.0, f64::max),
+            io_size: o.io_size,
+            latency: Some(latency),
+            ticks_hz: reports[0].ticks_hz,
+        };
+        reports.push(total);
+    }
+    Ok(reports)
+}
+
+/// One core's job: a ring at depth `-q`, refilled from its completions.
+#[cfg(spdk)]
+fn job(
+    o: &perf::Options,
+    core: usize,
+    done_counter: &std::sync::atomic::AtomicU64,
+    progress: Option<&[std::sync::atomic::AtomicU64]>,
+) -> Result<perf::Report, String> {
+    use perf::{Histogram, Pattern, Report};
+    use spdk_ring::{clock, opcode, BdevDesc, DmaBuf, OpenMode, Ring};
+    use std::sync::atomic::Ordering;
+
+    let err = |e: spdk_ring::Error| e.to_string();
+    let mode = if o.read_percent == 100 {
+        OpenMode::ReadOnly
+    } else {
+        OpenMode::ReadWrite
+    };
+    let desc = BdevDesc::open(&o.bdev, mode).map_err(err)?;
+    let bdev = desc.bdev();
+    let mut pattern = Pattern::new(
+        o,
+        bdev.block_size(),
+        bdev.num_blocks(),
+        0x9E37_79B9 ^ core as u64,
+    )?;
+    let depth = o.queue_depth;
+    let mut ring = Ring::builder(depth as u32).build().map_err(err)?;
+    let target = ring.register_bdev(&desc).map_err(err)?;
+    let mut submitted_at = vec![0u64; depth];
+    let mut latency = Histogram::new();
+    let hz = clock::ticks_hz();
+    let (mut ios, mut errors, mut outstanding) = (0u64, 0u64, 0usize);
+
+    let mut issue = |ring: &mut Ring, slot: usize, buf: DmaBuf| {
+        let (offset, read) = pattern.next();
+        let entry = if read {
+            opcode::Read::new(target, buf, offset).build()
+        } else {
+            opcode::Write::new(target, buf, offset).build()
+        };
+        ring.push(entry.user_data(slot as u64))
+            .expect("one SQ entry per slot");
+    };
+
+    let start = clock::ticks();
+    let deadline = start + o.seconds * hz;
+    for (slot, at) in submitted_at.iter_mut().enumerate() {
+        let buf = DmaBuf::alloc(o.io_size, 0).map_err(err)?;
+        issue(&mut ring, slot, buf);
+        *at = start;
+        outstanding += 1;
+    }
+    let mut next_report = start + hz;
+    let mut last_total = 0u64;
+    loop {
+        ring.poll();
+        let now = clock::ticks();
+        while let Some(mut done) = ring.next_completion() {
+            let slot = done.user_data() as usize;
+            latency.record(now - submitted_at[slot]);
+            if done.is_ok() {
+                ios += 1;
+            } else {
+                errors += 1;
+            }
+            let buf = done
+                .take_buf()
+                .expect("read and write entries return their buffer");
+            if now < deadline {
+                issue(&mut ring, slot, buf);
+                submitted_at[slot] = now;
+            } else {
+                outstanding -= 1;
+            }
+        }
+        done_counter.store(ios, Ordering::Relaxed);
+        if now >= next_report {
+            if let Some(all) = progress {
+                let total: u64 = all.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                let elapsed = (now - start) / hz;
+                eprint!(
+                    "\r{elapsed:>4} s  {:>12.0} IOPS   ",
+                    (total - last_total) as f64
+                );
+                last_total = total;
+            }
+            next_report += hz;
+        }
+        if outstanding == 0 {
+            break;
+        }
+    }
+    if progress.is_some() {
+        eprintln!();
+    }
+    let end = clock::ticks();
+    drop(ring);
+    Ok(Report {
+        label: format!("{} (core {core})", o.bdev),
+        ios,
+        errors,
+        seconds: (end - start) as f64 / hz as f64,
+        io_size: o.io_size,
+        latency: Some(latency),
+        ticks_hz: hz,
+    })
+}
