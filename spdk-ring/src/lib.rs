@@ -27,8 +27,8 @@
 //! | [`IoChannel`] | no | no | per-thread by definition |
 //! | [`DmaBuf`] | yes | no | can move between threads; never shared during I/O |
 
-mod config;
-mod error;
+pub mod config;
+pub mod error;
 pub mod queue;
 
 pub use config::JsonConfig;
@@ -38,21 +38,21 @@ pub use error::{Errno, Error, NvmeStatus, Result};
 pub const SPDK_AVAILABLE: bool = cfg!(spdk);
 
 #[cfg(spdk)]
-mod app;
+pub mod app;
 #[cfg(spdk)]
-mod bdev;
+pub mod bdev;
 #[cfg(spdk)]
 pub mod clock;
 #[cfg(spdk)]
-mod dma;
+pub mod dma;
 #[cfg(spdk)]
-mod env;
+pub mod env;
 #[cfg(spdk)]
-mod ring;
+pub mod ring;
 #[cfg(spdk)]
-mod runtime;
+pub mod runtime;
 #[cfg(spdk)]
-mod thread;
+pub mod thread;
 
 #[cfg(spdk)]
 pub use app::{SpdkApp, SpdkAppBuilder};
