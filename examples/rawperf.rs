@@ -97,18 +97,8 @@ mod raw {
 
 #[cfg(spdk)]
 fn main() {
-    use perf::{usage, Options, Report};
-    let options = match Options::parse(std::env::args().skip(1)) {
-        Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{}", usage("rawperf"));
-            return;
-        }
-        Err(e) => {
-            eprintln!("rawperf: {e}\n{}", usage("rawperf"));
-            std::process::exit(2);
-        }
-    };
+    use perf::{Options, Report};
+    let options = Options::from_args_or_exit("rawperf");
     match run(&options) {
         Ok(report) => {
             Report::print_table(std::slice::from_ref(&report));

@@ -20,18 +20,8 @@ fn main() {
 
 #[cfg(spdk)]
 fn main() {
-    use perf::{usage, Options, Report};
-    let options = match Options::parse(std::env::args().skip(1)) {
-        Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{}", usage("ringperf"));
-            return;
-        }
-        Err(e) => {
-            eprintln!("ringperf: {e}\n{}", usage("ringperf"));
-            std::process::exit(2);
-        }
-    };
+    use perf::{Options, Report};
+    let options = Options::from_args_or_exit("ringperf");
     match run(&options) {
         Ok(reports) => {
             Report::print_table(&reports);

@@ -137,6 +137,22 @@ impl Options {
         Ok(o)
     }
 
+    /// The command line's options; prints usage and exits on `--help`
+    /// (status 0) or a bad option (status 2).
+    pub fn from_args_or_exit(program: &str) -> Options {
+        match Options::parse(std::env::args().skip(1)) {
+            Ok(o) => o,
+            Err(e) if e.is_empty() => {
+                println!("{}", usage(program));
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("{program}: {e}\n{}", usage(program));
+                std::process::exit(2);
+            }
+        }
+    }
+
     /// Cores of the mask, lowest first.
     pub fn cores(&self) -> Result<Vec<usize>, String> {
         let hex = self

@@ -62,6 +62,20 @@ mod support {
             .unwrap();
     }
 
+    /// A delay bdev `name` (every I/O takes `latency_us`) over a fresh malloc bdev.
+    pub fn delay_bdev(name: &str, latency_us: u64) {
+        let base = format!("{name}Base");
+        create(JsonConfig::new().malloc_bdev(&base, 1024, 512));
+        rpc(
+            "bdev_delay_create",
+            format!(
+                "{{\"name\": \"{name}\", \"base_bdev_name\": \"{base}\", \"avg_read_latency\": {latency_us}, \
+                 \"p99_read_latency\": {latency_us}, \"avg_write_latency\": {latency_us}, \
+                 \"p99_write_latency\": {latency_us}}}"
+            ),
+        );
+    }
+
     /// Pattern unique to (seed, byte index).
     pub fn pattern(len: usize, seed: u64) -> DmaBuf {
         let mut buf = DmaBuf::alloc(len, 0).unwrap();
@@ -560,19 +574,6 @@ mod bad_input {
 mod ordering_and_cancel {
     use super::support::*;
 
-    fn delay_bdev(name: &str, latency_us: u64) {
-        let base = format!("{name}Base");
-        create(JsonConfig::new().malloc_bdev(&base, 1024, 512));
-        rpc(
-            "bdev_delay_create",
-            format!(
-                "{{\"name\": \"{name}\", \"base_bdev_name\": \"{base}\", \"avg_read_latency\": {latency_us}, \
-                 \"p99_read_latency\": {latency_us}, \"avg_write_latency\": {latency_us}, \
-                 \"p99_write_latency\": {latency_us}}}"
-            ),
-        );
-    }
-
     #[test]
     fn drain_waits_for_everything_before_it_and_holds_back_what_follows() {
         delay_bdev("DelayDrain", 20_000);
@@ -639,34 +640,29 @@ mod ordering_and_cancel {
         );
     }
 
+    /// A read bounded by a LinkTimeout of `after`: (read, link timeout).
+    fn read_with_link_timeout(r: &mut Rig, after: Duration) -> (Completion, Completion) {
+        let read = opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0).build();
+        r.ring
+            .push(read.user_data(1).flags(EntryFlags::LINK))
+            .unwrap();
+        r.ring
+            .push(opcode::LinkTimeout::new(after).build().user_data(2))
+            .unwrap();
+        let mut all = r.wait_all(2);
+        all.sort_by_key(|c| c.user_data());
+        let timeout = all.pop().unwrap();
+        (all.pop().unwrap(), timeout)
+    }
+
     #[test]
     fn link_timeout_aborts_a_slow_io() {
         delay_bdev("DelayLinkTimeout", 2_000_000);
         let mut r = rig("DelayLinkTimeout", OpenMode::ReadWrite, 8);
         let start = Instant::now();
-        r.ring
-            .push(
-                opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0)
-                    .build()
-                    .user_data(1)
-                    .flags(EntryFlags::LINK),
-            )
-            .unwrap();
-        r.ring
-            .push(
-                opcode::LinkTimeout::new(Duration::from_millis(50))
-                    .build()
-                    .user_data(2),
-            )
-            .unwrap();
-        let mut all = r.wait_all(2);
-        all.sort_by_key(|c| c.user_data());
-        assert_eq!(
-            all[0].errno(),
-            Some(Errno::ECANCELED),
-            "the read was aborted"
-        );
-        assert_eq!(all[1].errno(), Some(Errno::ETIME));
+        let (read, timeout) = read_with_link_timeout(&mut r, Duration::from_millis(50));
+        assert_eq!(read.errno(), Some(Errno::ECANCELED), "the read was aborted");
+        assert_eq!(timeout.errno(), Some(Errno::ETIME));
         assert!(
             start.elapsed() < Duration::from_secs(2),
             "aborted, not waited out"
@@ -676,25 +672,9 @@ mod ordering_and_cancel {
     #[test]
     fn link_timeout_is_cancelled_when_the_io_wins() {
         let mut r = rig("Malloc0", OpenMode::ReadOnly, 8);
-        r.ring
-            .push(
-                opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0)
-                    .build()
-                    .user_data(1)
-                    .flags(EntryFlags::LINK),
-            )
-            .unwrap();
-        r.ring
-            .push(
-                opcode::LinkTimeout::new(Duration::from_secs(30))
-                    .build()
-                    .user_data(2),
-            )
-            .unwrap();
-        let mut all = r.wait_all(2);
-        all.sort_by_key(|c| c.user_data());
-        assert_eq!(all[0].result(), Ok(512));
-        assert_eq!(all[1].errno(), Some(Errno::ECANCELED));
+        let (read, timeout) = read_with_link_timeout(&mut r, Duration::from_secs(30));
+        assert_eq!(read.result(), Ok(512));
+        assert_eq!(timeout.errno(), Some(Errno::ECANCELED));
     }
 
     #[test]
@@ -833,13 +813,7 @@ mod lifecycle {
 
     #[test]
     fn hot_remove_completes_in_flight_fails_new_entries_and_releases_the_bdev() {
-        create(JsonConfig::new().malloc_bdev("HotBase", 256, 512));
-        rpc(
-            "bdev_delay_create",
-            "{\"name\": \"Hot0\", \"base_bdev_name\": \"HotBase\", \"avg_read_latency\": 100000, \
-             \"p99_read_latency\": 100000, \"avg_write_latency\": 100000, \"p99_write_latency\": 100000}"
-                .into(),
-        );
+        delay_bdev("Hot0", 100_000);
         let mut r = rig("Hot0", OpenMode::ReadWrite, 16);
         let other = r
             .ring
@@ -906,13 +880,7 @@ mod lifecycle {
 
     #[test]
     fn dropping_a_ring_with_io_in_flight_waits_for_spdk_first() {
-        create(JsonConfig::new().malloc_bdev("DropBase", 64, 512));
-        rpc(
-            "bdev_delay_create",
-            "{\"name\": \"DropDelay\", \"base_bdev_name\": \"DropBase\", \"avg_read_latency\": 50000, \
-             \"p99_read_latency\": 50000, \"avg_write_latency\": 50000, \"p99_write_latency\": 50000}"
-                .into(),
-        );
+        delay_bdev("DropDelay", 50_000);
         let r = rig("DropDelay", OpenMode::ReadWrite, 16);
         let Rig {
             mut ring,
