@@ -15,6 +15,14 @@ fn app_framework_runs_start_callback_with_configured_bdevs_and_shuts_down() {
     use std::cell::RefCell;
     use std::rc::Rc;
 
+    // The configuration comes from a file here (the runtime tests use text).
+    let config_file =
+        std::env::temp_dir().join(format!("spdk-ring-app-{}.json", std::process::id()));
+    std::fs::write(
+        &config_file,
+        JsonConfig::new().null_bdev("AppNull0", 2048, 512).to_json(),
+    )
+    .unwrap();
     let seen: Rc<RefCell<Vec<String>>> = Rc::default();
     let record = seen.clone();
     SpdkApp::builder()
@@ -22,7 +30,7 @@ fn app_framework_runs_start_callback_with_configured_bdevs_and_shuts_down() {
         .no_huge(true)
         .mem_size_mb(1024)
         .log_level(LogLevel::Error)
-        .json_config(JsonConfig::new().null_bdev("AppNull0", 2048, 512).to_json())
+        .json_config_file(&config_file)
         .run(move |thread| {
             let mut log = record.borrow_mut();
             log.push(format!("thread {}", thread.name()));
@@ -45,6 +53,7 @@ fn app_framework_runs_start_callback_with_configured_bdevs_and_shuts_down() {
             SpdkApp::stop(0);
         })
         .unwrap();
+    let _ = std::fs::remove_file(&config_file);
     let log = seen.borrow();
     assert_eq!(log.len(), 4, "{log:?}");
     assert!(log[0].starts_with("thread "));

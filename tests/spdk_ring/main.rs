@@ -529,6 +529,35 @@ mod bad_input {
     }
 
     #[test]
+    fn ring_sizes_are_validated() {
+        fixture();
+        let _t = SpdkThread::attach("ring-sizes").unwrap();
+        let err = Ring::builder(8).cq_entries(4).build().err().unwrap();
+        assert!(
+            matches!(err, spdk_ring::Error::InvalidArgument(ref m) if m.contains("cq")),
+            "{err}"
+        );
+        assert!(matches!(
+            Ring::new(0).err().unwrap(),
+            spdk_ring::Error::InvalidArgument(_)
+        ));
+        let mut ring = Ring::builder(4).max_targets(1).build().unwrap();
+        let desc = BdevDesc::open("Malloc0", OpenMode::ReadOnly).unwrap();
+        ring.register_bdev(&desc).unwrap();
+        let err = ring.register_bdev(&desc).unwrap_err();
+        assert!(
+            matches!(err, spdk_ring::Error::InvalidArgument(ref m) if m.contains("max_targets")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_ring_needs_an_spdk_thread() {
+        fixture();
+        assert_eq!(Ring::new(4).err().unwrap(), spdk_ring::Error::NoThread);
+    }
+
+    #[test]
     fn a_full_sq_hands_the_entry_back() {
         let mut r = rig("Malloc0", OpenMode::ReadOnly, 2);
         r.ring
