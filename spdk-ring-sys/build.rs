@@ -79,12 +79,16 @@ fn build_with_spdk(install: &SpdkInstall) {
         // `#[repr(align)]`, which Rust rejects (E0588): kept opaque (correct
         // size and alignment); spdk-ring reads the few fields it needs.
         .opaque_type("spdk_nvme_ctrlr_data")
+        // A bitfield struct bindgen lays out as 8 bytes instead of 4, which
+        // shifted every field of spdk_nvme_cmd after cdw10 (caught by the
+        // layout assertions below, which stay on for that reason).
+        .opaque_type("spdk_nvme_feat_async_event_configuration.*")
         .opaque_type("spdk_bdev_ext_io_opts")
         .blocklist_type("spdk_nvmf_fabric_.*_rsp")
         .blocklist_type("spdk_nvme_tcp_(cmd|rsp)")
         .prepend_enum_name(false)
         .derive_default(true)
-        .layout_tests(false)
+        .layout_tests(true)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .unwrap_or_else(|e| {

@@ -632,3 +632,30 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod nvme_cmd_layout {
+    #[test]
+    fn dwords_land_at_their_nvme_offsets() {
+        let cmd = super::NvmeCommand {
+            opcode: 0x01,
+            nsid: 7,
+            cdw10: 10,
+            cdw11: 11,
+            cdw12: 12,
+            cdw13: 13,
+            cdw14: 14,
+            cdw15: 15,
+        };
+        let raw = super::to_nvme_cmd(&cmd);
+        assert_eq!(std::mem::size_of_val(&raw), 64);
+        // SAFETY: spdk_nvme_cmd is 64 bytes of plain data.
+        let bytes: [u8; 64] = unsafe { std::mem::transmute(raw) };
+        let dword = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap());
+        assert_eq!(bytes[0], 0x01);
+        assert_eq!(dword(1), 7);
+        assert_eq!(
+            (10..16).map(dword).collect::<Vec<_>>(),
+            [10, 11, 12, 13, 14, 15]
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! Bdev entries against a real NVMe controller: SPDK's own `nvmf_tgt` runs as
+//! a child process exporting a malloc namespace over NVMe/TCP on 127.0.0.1,
+//! and this process attaches it as bdev `Nvme0n1` through JSON config. Data
+//! round-trips through the ring, and raw NVMe commands (passthru) report the
+//! controller's exact status (SCT/SC) in their completions.
+//!
+//! `nvmf_tgt` is found as `$SPDK_NVMF_TGT`, on `PATH`, or in
+//! `/usr/local/bin`; it is killed when the tests end, even if one fails.
+
+#[path = "common/skipped.rs"]
+#[macro_use]
+mod skipped;
+report_skipped_without_spdk!();
+
+#[cfg(spdk)]
+#[path = "common/mod.rs"]
+mod common;
+
+#[cfg(spdk)]
+mod target {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::process::CommandExt;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    pub const NQN: &str = "nqn.2016-06.io.spdk:spdk-ring-test";
+    pub const NAMESPACE_BLOCKS: u64 = 32768;
+
+    pub struct NvmfTarget {
+        child: Mutex<Option<Child>>,
+        pub port: u16,
+        log: PathBuf,
+    }
+
+    static TARGET: OnceLock<NvmfTarget> = OnceLock::new();
+
+    fn binary() -> PathBuf {
+        if let Some(path) = std::env::var_os("SPDK_NVMF_TGT") {
+            return PathBuf::from(path);
+        }
+        let on_path = std::env::var_os("PATH").map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nvmf_tgt"))
+                .find(|p| p.is_file())
+        });
+        on_path
+            .flatten()
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/nvmf_tgt"))
+    }
+
+    fn config(port: u16) -> String {
+        format!(
+            r#"{{"subsystems": [
+  {{"subsystem": "bdev", "config": [{{"method": "bdev_malloc_create",
+    "params": {{"name": "TgtMalloc0", "num_blocks": {NAMESPACE_BLOCKS}, "block_size": 512}}}}]}},
+  {{"subsystem": "nvmf", "config": [
+    {{"method": "nvmf_create_transport", "params": {{"trtype": "TCP"}}}},
+    {{"method": "nvmf_create_subsystem", "params": {{"nqn": "{NQN}", "allow_any_host": true,
+      "serial_number": "SPDKRING0001", "model_number": "spdk-ring test"}}}},
+    {{"method": "nvmf_subsystem_add_ns", "params": {{"nqn": "{NQN}", "namespace": {{"bdev_name": "TgtMalloc0"}}}}}},
+    {{"method": "nvmf_subsystem_add_listener", "params": {{"nqn": "{NQN}", "listen_address":
+      {{"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "{port}"}}}}}}
+  ]}}
+]}}"#
+        )
+    }
+
+    /// Starts the target once per process and waits until it listens.
+    pub fn target() -> &'static NvmfTarget {
+        TARGET.get_or_init(|| {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = std::env::temp_dir().join(format!("spdk-ring-nvmf-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let config_path = dir.join("nvmf_tgt.json");
+            std::fs::write(&config_path, config(port)).unwrap();
+            let log = dir.join("nvmf_tgt.log");
+            let bin = binary();
+            let mut command = Command::new(&bin);
+            command
+                .args(["--no-huge", "-s", "512", "-m", "0x2", "--json"])
+                .arg(&config_path)
+                .arg("-r")
+                .arg(dir.join("rpc.sock"))
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(Stdio::inherit());
+            // SAFETY: prctl is async-signal-safe, as pre_exec requires: the
+            // target dies with its parent even if this process is killed.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            // PR_SET_PDEATHSIG follows the spawning *thread*, so spawn from
+            // one that lives as long as the process, not a test's thread.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("nvmf-target-owner".into())
+                .spawn(move || {
+                    tx.send(command.spawn()).unwrap();
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .unwrap();
+            let child = rx.recv().unwrap().unwrap_or_else(|e| {
+                panic!("cannot start {} (set SPDK_NVMF_TGT): {e}", bin.display())
+            });
+            let target = NvmfTarget {
+                child: Mutex::new(Some(child)),
+                port,
+                log,
+            };
+            // SAFETY: registers a plain function; it runs once at process exit.
+            unsafe { libc::atexit(kill_at_exit) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Some(status) = target
+                    .child
+                    .lock()
+                    .unwrap()
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!(
+                        "nvmf_tgt exited ({status}); log: {}",
+                        std::fs::read_to_string(&target.log).unwrap_or_default()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "nvmf_tgt did not listen on port {port} within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            target
+        })
+    }
+
+    extern "C" fn kill_at_exit() {
+        if let Some(t) = TARGET.get() {
+            if let Some(mut child) = t.child.lock().ok().and_then(|mut c| c.take()) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+#[cfg(spdk)]
+mod nvme_bdev {
+    use super::common::*;
+    use super::target::{target, NAMESPACE_BLOCKS, NQN};
+    use spdk_ring::{
+        opcode, BdevDesc, DmaBuf, Errno, IoTypes, NvmeCommand, OpenMode, Ring, SpdkThread,
+    };
+
+    /// The base configuration plus the NVMe/TCP controller of the target.
+    fn with_nvme_controller() -> spdk_ring::JsonConfig {
+        let port = target().port;
+        base_config().method(
+            "bdev_nvme_attach_controller",
+            format!(
+                "{{\"name\": \"Nvme0\", \"trtype\": \"tcp\", \"adrfam\": \"ipv4\", \"traddr\": \"127.0.0.1\", \
+                 \"trsvcid\": \"{port}\", \"subnqn\": \"{NQN}\"}}"
+            ),
+        )
+    }
+
+    struct Rig {
+        ring: Ring,
+        _desc: BdevDesc,
+        _thread: SpdkThread,
+        target: spdk_ring::BdevTarget,
+    }
+
+    fn rig(name: &str) -> Rig {
+        fixture_with(with_nvme_controller);
+        let thread = SpdkThread::attach(name).unwrap();
+        let desc = BdevDesc::open("Nvme0n1", OpenMode::ReadWrite).unwrap();
+        let mut ring = Ring::new(16).unwrap();
+        let target = ring.register_bdev(&desc).unwrap();
+        Rig {
+            ring,
+            _desc: desc,
+            _thread: thread,
+            target,
+        }
+    }
+
+    impl Rig {
+        fn run(&mut self, entry: spdk_ring::Entry) -> spdk_ring::Completion {
+            self.ring.push(entry).unwrap();
+            self.ring.submit_and_wait(1, WAIT).unwrap();
+            self.ring.next_completion().unwrap()
+        }
+    }
+
+    fn filled(len: usize, seed: u8) -> DmaBuf {
+        let mut b = DmaBuf::alloc(len, 0).unwrap();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (i as u8).wrapping_mul(13).wrapping_add(seed);
+        }
+        b
+    }
+
+    /// An NVMe I/O command on LBAs `slba..slba+blocks` (NLB is zero-based).
+    fn nvme_io(opcode: u8, slba: u64, blocks: u32) -> NvmeCommand {
+        NvmeCommand {
+            opcode,
+            nsid: 1,
+            cdw10: slba as u32,
+            cdw11: (slba >> 32) as u32,
+            cdw12: blocks - 1,
+            ..Default::default()
+        }
+    }
+
+    const NVME_WRITE: u8 = 0x01;
+    const NVME_READ: u8 = 0x02;
+    const NVME_COMPARE: u8 = 0x05;
+
+    #[test]
+    fn nvme_bdev_over_tcp_round_trips_data_through_the_ring() {
+        let mut r = rig("nvme-data");
+        let bdev = r._desc.bdev();
+        assert_eq!(
+            (bdev.block_size(), bdev.num_blocks()),
+            (512, NAMESPACE_BLOCKS)
+        );
+        assert!(bdev.supports(IoTypes::NVME_IO | IoTypes::READ | IoTypes::WRITE));
+        for (i, blocks) in [1usize, 8, 64].into_iter().enumerate() {
+            let lba = 100 * i as u64;
+            let out = filled(blocks * 512, i as u8);
+            let expect = out.to_vec();
+            assert_eq!(
+                r.run(opcode::Write::new(r.target, out, lba).build())
+                    .result(),
+                Ok(blocks as u64 * 512)
+            );
+            let mut back = r.run(
+                opcode::Read::new(
+                    r.target,
+                    DmaBuf::alloc_zeroed(blocks * 512, 0).unwrap(),
+                    lba,
+                )
+                .build(),
+            );
+            assert_eq!(back.result(), Ok(blocks as u64 * 512));
+            assert_eq!(back.take_buf().unwrap().as_slice(), &expect[..]);
+        }
+    }
+
+    #[test]
+    fn nvme_passthru_moves_data_and_reports_the_controllers_status() {
+        let mut r = rig("nvme-passthru");
+        let data = filled(4 * 512, 99);
+        let expect = data.to_vec();
+        let write = opcode::NvmePassthru::new(r.target, nvme_io(NVME_WRITE, 2000, 4))
+            .buf(data)
+            .build();
+        let done = r.run(write.user_data(1));
+        assert_eq!(done.result(), Ok(2048));
+        // The regular read path sees what the raw write put there.
+        let mut back =
+            r.run(opcode::Read::new(r.target, DmaBuf::alloc(2048, 0).unwrap(), 2000).build());
+        assert_eq!(back.take_buf().unwrap().as_slice(), &expect[..]);
+
+        // A read past the namespace's end: Generic / LBA Out of Range (0x80).
+        let beyond = opcode::NvmePassthru::new(r.target, nvme_io(NVME_READ, NAMESPACE_BLOCKS, 1))
+            .buf(DmaBuf::alloc(512, 0).unwrap())
+            .build();
+        let mut done = r.run(beyond.user_data(2));
+        let failure = done.result().unwrap_err();
+        let status = failure
+            .nvme_status()
+            .expect("an NVMe-backed bdev reports the NVMe status");
+        assert_eq!((status.sct, status.sc), (0, 0x80), "{failure}");
+        assert_eq!(failure.errno(), Errno::EIO);
+        assert!(done.take_buf().is_some(), "the buffer comes back on error");
+
+        // Compare against different data: Media Error / Compare Failure (0x85).
+        let other = filled(4 * 512, 7);
+        let compare = opcode::NvmePassthru::new(r.target, nvme_io(NVME_COMPARE, 2000, 4))
+            .buf(other)
+            .build();
+        let done = r.run(compare.user_data(3));
+        let failure = done.result().unwrap_err();
+        assert_eq!(failure.errno(), Errno(libc::EILSEQ));
+        let status = failure.nvme_status().unwrap();
+        assert_eq!((status.sct, status.sc), (2, 0x85), "{failure}");
+        // And the same data compares equal.
+        let same = DmaBuf::from_slice(&expect).unwrap();
+        let compare = opcode::NvmePassthru::new(r.target, nvme_io(NVME_COMPARE, 2000, 4))
+            .buf(same)
+            .build();
+        assert!(r.run(compare.user_data(4)).is_ok());
+    }
+}
