@@ -49,6 +49,12 @@ mod with_spdk {
     assert_not_impl!(DmaBuf: Sync);
     assert_not_impl!(SpdkRuntime: Send);
     assert_not_impl!(SpdkRuntime: Sync);
+    assert_not_impl!(Ring: Send);
+    assert_not_impl!(Ring: Sync);
+    assert_not_impl!(nvme::NvmeController: Send);
+    assert_not_impl!(nvme::NvmeController: Sync);
+    assert_not_impl!(nvme::NvmeNamespace<'static>: Send);
+    assert_not_impl!(nvme::NvmeNamespace<'static>: Sync);
 }
 
 #[test]

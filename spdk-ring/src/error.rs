@@ -189,6 +189,9 @@ pub enum Error {
     /// SPDK did not call back within the allowed time.
     #[error("SPDK did not finish {what} within {after:?}")]
     Timeout { what: &'static str, after: Duration },
+    /// No NVMe controller could be attached at this transport id.
+    #[error("could not attach an NVMe controller at {trid}; SPDK's log above says why")]
+    NvmeConnect { trid: String },
     /// A JSON configuration file could not be read.
     #[error("cannot read JSON config {path}: {message}")]
     ConfigFile { path: String, message: String },

@@ -26,6 +26,9 @@
 //! | [`BdevDesc`] | no | no | must be closed on the thread that opened it |
 //! | [`IoChannel`] | no | no | per-thread by definition |
 //! | [`DmaBuf`] | yes | no | can move between threads; never shared during I/O |
+//! | [`Ring`] | no | no | belongs to one SPDK thread |
+//! | [`nvme::NvmeController`] | no | no | operated from the thread that attached it |
+//! | [`nvme::NvmeNamespace`] | no | no | borrowed from its controller |
 
 pub mod config;
 pub mod error;
@@ -47,6 +50,8 @@ pub mod clock;
 pub mod dma;
 #[cfg(spdk)]
 pub mod env;
+#[cfg(spdk)]
+pub mod nvme;
 #[cfg(spdk)]
 pub mod ring;
 #[cfg(spdk)]

@@ -1,8 +1,11 @@
-//! Bdev entries against a real NVMe controller: SPDK's own `nvmf_tgt` runs as
-//! a child process exporting a malloc namespace over NVMe/TCP on 127.0.0.1,
-//! and this process attaches it as bdev `Nvme0n1` through JSON config. Data
-//! round-trips through the ring, and raw NVMe commands (passthru) report the
-//! controller's exact status (SCT/SC) in their completions.
+//! Against a real NVMe controller: SPDK's own `nvmf_tgt` runs as a child
+//! process exporting a malloc namespace over NVMe/TCP on 127.0.0.1.
+//!
+//! * `nvme_bdev`: this process attaches it as bdev `Nvme0n1` through JSON
+//!   config; data round-trips through the ring, and raw NVMe commands
+//!   (passthru) report the controller's exact status (SCT/SC).
+//! * `nvme_direct`: the NVMe driver API without the bdev layer: transport
+//!   ids, connect, discovery probe, identify data, namespaces, detach.
 //!
 //! `nvmf_tgt` is found as `$SPDK_NVMF_TGT`, on `PATH`, or in
 //! `/usr/local/bin`; it is killed when the tests end, even if one fails.
@@ -163,7 +166,7 @@ mod nvme_bdev {
     };
 
     /// The base configuration plus the NVMe/TCP controller of the target.
-    fn with_nvme_controller() -> spdk_ring::JsonConfig {
+    pub fn with_nvme_controller() -> spdk_ring::JsonConfig {
         let port = target().port;
         base_config().method(
             "bdev_nvme_attach_controller",
@@ -302,5 +305,132 @@ mod nvme_bdev {
             .buf(same)
             .build();
         assert!(r.run(compare.user_data(4)).is_ok());
+    }
+}
+
+#[cfg(spdk)]
+mod nvme_direct {
+    use super::common::*;
+    use super::target::{target, NAMESPACE_BLOCKS, NQN};
+    use spdk_ring::nvme::{ControllerOptions, NvmeController, Transport, TransportId};
+    use spdk_ring::Error;
+    use std::time::{Duration, Instant};
+
+    fn env() {
+        fixture_with(super::nvme_bdev::with_nvme_controller);
+    }
+
+    #[test]
+    fn transport_ids_parse_print_and_reject_garbage() {
+        env();
+        let trid: TransportId =
+            format!("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:{NQN}")
+                .parse()
+                .unwrap();
+        assert_eq!(trid.transport(), Transport::Tcp);
+        assert_eq!(
+            (trid.traddr().as_str(), trid.trsvcid().as_str()),
+            ("127.0.0.1", "4420")
+        );
+        assert_eq!(trid.subnqn(), NQN);
+        let again = TransportId::parse(&trid.to_string()).unwrap();
+        assert_eq!(
+            (again.traddr(), again.trsvcid(), again.subnqn()),
+            (trid.traddr(), trid.trsvcid(), trid.subnqn())
+        );
+        let pcie = TransportId::pcie("0000:04:00.0").unwrap();
+        assert_eq!(
+            (pcie.transport(), pcie.traddr().as_str()),
+            (Transport::Pcie, "0000:04:00.0")
+        );
+        // SPDK takes an unknown trtype as a custom transport, upper-cased.
+        let custom = TransportId::parse("trtype:bogus traddr:x").unwrap();
+        assert_eq!(custom.transport(), Transport::Other("BOGUS".into()));
+        for bad in ["", "no colon here", "trtype:TCP\0"] {
+            assert!(
+                matches!(TransportId::parse(bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn connect_reads_identify_data_and_namespaces() {
+        env();
+        let trid = TransportId::tcp("127.0.0.1", target().port, NQN).unwrap();
+        let options = ControllerOptions {
+            keep_alive_timeout_ms: Some(10_000),
+            ..Default::default()
+        };
+        let ctrlr = NvmeController::connect(&trid, &options).unwrap();
+        let data = ctrlr.data();
+        assert_eq!(data.model_number, "spdk-ring test");
+        assert_eq!(data.serial_number, "SPDKRING0001");
+        assert_eq!(data.subnqn, NQN);
+        assert!(data.num_namespaces >= 1);
+        assert_eq!(ctrlr.transport_id().subnqn(), NQN);
+        let namespaces = ctrlr.namespaces();
+        assert_eq!(namespaces.len(), 1, "{namespaces:?}");
+        let ns = namespaces[0];
+        assert_eq!(
+            (ns.id(), ns.sector_size(), ns.num_sectors()),
+            (1, 512, NAMESPACE_BLOCKS)
+        );
+        assert_eq!(ns.size_bytes(), NAMESPACE_BLOCKS * 512);
+        assert_eq!(ns.metadata_size(), 0);
+        assert!(ctrlr.namespace(2).is_none());
+        ctrlr.process_admin_completions().unwrap();
+    }
+
+    #[test]
+    fn connecting_to_a_closed_port_fails_cleanly() {
+        env();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let trid = TransportId::tcp("127.0.0.1", port, NQN).unwrap();
+        let start = Instant::now();
+        let err = NvmeController::connect(&trid, &ControllerOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, Error::NvmeConnect { ref trid } if trid.contains(&port.to_string())),
+            "{err}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn discovery_probe_attaches_the_exported_subsystem() {
+        env();
+        let discovery = TransportId::tcp(
+            "127.0.0.1",
+            target().port,
+            "nqn.2014-08.org.nvmexpress.discovery",
+        )
+        .unwrap();
+        let found = NvmeController::probe(&discovery, &ControllerOptions::default()).unwrap();
+        let nqns: Vec<String> = found.iter().map(|c| c.data().subnqn).collect();
+        assert_eq!(nqns, [NQN]);
+    }
+
+    #[test]
+    fn controllers_detach_when_dropped_and_can_reconnect() {
+        env();
+        let trid = TransportId::tcp("127.0.0.1", target().port, NQN).unwrap();
+        let first = NvmeController::connect(&trid, &ControllerOptions::default()).unwrap();
+        // SPDK shares an attached controller and counts references; each
+        // handle's drop releases one, the last one detaches.
+        let second = NvmeController::connect(&trid, &ControllerOptions::default()).unwrap();
+        assert_eq!(first.as_ptr(), second.as_ptr());
+        drop(first);
+        assert_eq!(
+            second.namespaces().len(),
+            1,
+            "still attached after one handle dropped"
+        );
+        drop(second);
+        let again = NvmeController::connect(&trid, &ControllerOptions::default()).unwrap();
+        assert_eq!(again.namespaces().len(), 1);
     }
 }
