@@ -61,12 +61,12 @@ fn main() {
 /// The ring at a fixed depth: every completion's buffer is resubmitted.
 #[cfg(spdk)]
 mod ring_job {
-    use spdk_ring::{opcode, BdevDesc, BdevTarget, DmaBuf, Ring};
+    use spdk_ring::{opcode, BdevDesc, DmaBuf, Ring, Target};
     use std::time::{Duration, Instant};
 
     pub struct RingJob {
         ring: Ring,
-        target: BdevTarget,
+        target: Target,
         bufs: Vec<DmaBuf>,
         next_lba: u64,
     }

@@ -181,7 +181,7 @@ mod nvme_bdev {
         ring: Ring,
         _desc: BdevDesc,
         _thread: SpdkThread,
-        target: spdk_ring::BdevTarget,
+        target: spdk_ring::Target,
     }
 
     fn rig(name: &str) -> Rig {
@@ -432,5 +432,192 @@ mod nvme_direct {
         drop(second);
         let again = NvmeController::connect(&trid, &ControllerOptions::default()).unwrap();
         assert_eq!(again.namespaces().len(), 1);
+    }
+}
+
+#[cfg(spdk)]
+mod nvme_ring {
+    use super::common::*;
+    use super::target::{target, NAMESPACE_BLOCKS, NQN};
+    use spdk_ring::nvme::{ControllerOptions, NvmeController, TransportId};
+    use spdk_ring::{opcode, DmaBuf, EntryFlags, Errno, NvmeCommand, Ring, SpdkThread};
+
+    struct NsRig {
+        ring: Ring,
+        target: spdk_ring::Target,
+        _thread: SpdkThread,
+    }
+
+    /// A ring on a fresh SPDK thread with namespace 1 of the target
+    /// registered; the controller handle is dropped at once: the ring's
+    /// registration keeps it attached.
+    fn ns_rig(name: &str) -> NsRig {
+        ns_rig_sized(name, 32, 64)
+    }
+
+    fn ns_rig_sized(name: &str, sq: u32, qpair_entries: u32) -> NsRig {
+        fixture_with(super::nvme_bdev::with_nvme_controller);
+        let thread = SpdkThread::attach(name).unwrap();
+        let trid = TransportId::tcp("127.0.0.1", target().port, NQN).unwrap();
+        let ctrlr = NvmeController::connect(&trid, &ControllerOptions::default()).unwrap();
+        let mut ring = Ring::new(sq).unwrap();
+        let target = ring
+            .register_nvme_namespace(&ctrlr, 1, Some(qpair_entries))
+            .unwrap();
+        drop(ctrlr);
+        NsRig {
+            ring,
+            target,
+            _thread: thread,
+        }
+    }
+
+    impl NsRig {
+        fn run(&mut self, entry: spdk_ring::Entry) -> spdk_ring::Completion {
+            self.ring.push(entry).unwrap();
+            self.ring.submit_and_wait(1, WAIT).unwrap();
+            self.ring.next_completion().unwrap()
+        }
+    }
+
+    fn filled(len: usize, seed: u8) -> DmaBuf {
+        let mut b = DmaBuf::alloc(len, 0).unwrap();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (i as u8).wrapping_mul(29).wrapping_add(seed);
+        }
+        b
+    }
+
+    #[test]
+    fn nvme_namespace_entries_move_data_and_report_status() {
+        let mut r = ns_rig("nvme-ring");
+        let t = r.target;
+        // Namespace blocks 20000.. belong to this test.
+        for (i, blocks) in [1usize, 8, 128].into_iter().enumerate() {
+            let lba = 20_000 + 200 * i as u64;
+            let out = filled(blocks * 512, i as u8);
+            let expect = out.to_vec();
+            assert_eq!(
+                r.run(opcode::NvmeWrite::new(t, out, lba).build()).result(),
+                Ok(blocks as u64 * 512)
+            );
+            let mut back = r.run(
+                opcode::NvmeRead::new(t, DmaBuf::alloc_zeroed(blocks * 512, 0).unwrap(), lba)
+                    .build(),
+            );
+            assert_eq!(
+                back.take_buf().unwrap().as_slice(),
+                &expect[..],
+                "{blocks} blocks"
+            );
+            let same = DmaBuf::from_slice(&expect).unwrap();
+            assert!(r
+                .run(opcode::NvmeCompare::new(t, same, lba).build())
+                .is_ok());
+        }
+        // Miscompare: the controller's status, and EILSEQ.
+        let done = r.run(opcode::NvmeCompare::new(t, filled(512, 200), 20_000).build());
+        let failure = done.result().unwrap_err();
+        assert_eq!(failure.errno(), Errno(libc::EILSEQ));
+        let status = failure.nvme_status().unwrap();
+        assert_eq!((status.sct, status.sc), (2, 0x85));
+
+        // Write zeroes and deallocate read back as zeros (malloc namespace).
+        for (i, zeroing) in [true, false].into_iter().enumerate() {
+            let lba = 21_000 + 100 * i as u64;
+            r.run(opcode::NvmeWrite::new(t, filled(4096, 9), lba).build());
+            let entry = if zeroing {
+                opcode::NvmeWriteZeroes::new(t, lba, 8).build()
+            } else {
+                opcode::NvmeDeallocate::new(t, lba, 8).build()
+            };
+            assert_eq!(r.run(entry).result(), Ok(0), "zeroing={zeroing}");
+            let mut back = r.run(opcode::NvmeRead::new(t, filled(4096, 1), lba).build());
+            assert!(
+                back.take_buf().unwrap().iter().all(|&b| b == 0),
+                "zeroing={zeroing}"
+            );
+        }
+        assert_eq!(
+            r.run(opcode::NvmeFlush::new(t, 0, 1).build()).result(),
+            Ok(0)
+        );
+
+        // A raw read past the end: LBA Out of Range from the controller, no hang.
+        let cmd = NvmeCommand {
+            opcode: 0x02,
+            cdw10: NAMESPACE_BLOCKS as u32,
+            ..Default::default()
+        };
+        let done = r.run(
+            opcode::NvmeIoRaw::new(t, cmd)
+                .buf(DmaBuf::alloc(512, 0).unwrap())
+                .build(),
+        );
+        let status = done.result().unwrap_err().nvme_status().unwrap();
+        assert_eq!((status.sct, status.sc), (0, 0x80));
+        // The ring's own checks catch ranges before they reach the controller.
+        let done = r.run(
+            opcode::NvmeRead::new(t, DmaBuf::alloc(512, 0).unwrap(), NAMESPACE_BLOCKS).build(),
+        );
+        assert_eq!(done.errno(), Some(Errno::EINVAL));
+        assert!(!r.ring.is_failed(t));
+    }
+
+    #[test]
+    fn nvme_chains_and_deep_queues_complete_every_entry() {
+        let mut r = ns_rig_sized("nvme-deep", 128, 16);
+        let t = r.target;
+        // A LINK chain: write then read back the same blocks.
+        let link = EntryFlags::LINK;
+        r.ring
+            .push(
+                opcode::NvmeWrite::new(t, filled(1024, 3), 22_000)
+                    .build()
+                    .user_data(1)
+                    .flags(link),
+            )
+            .unwrap();
+        r.ring
+            .push(
+                opcode::NvmeRead::new(t, DmaBuf::alloc(1024, 0).unwrap(), 22_000)
+                    .build()
+                    .user_data(2),
+            )
+            .unwrap();
+        r.ring.submit_and_wait(2, WAIT).unwrap();
+        let mut done: Vec<_> = r.ring.completions().collect();
+        assert_eq!(
+            done.iter().map(|c| c.user_data()).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(done[1].take_buf().unwrap().as_slice(), &filled(1024, 3)[..]);
+
+        // Up to 256 in flight on a 16-entry qpair: ENOMEM is waited out.
+        let total = 2000u64;
+        let (mut issued, mut completed) = (0u64, 0u64);
+        let deadline = std::time::Instant::now() + WAIT;
+        while completed < total {
+            while issued < total && r.ring.sq_space() > 0 {
+                let buf = DmaBuf::alloc(512, 0).unwrap();
+                r.ring
+                    .push(
+                        opcode::NvmeRead::new(t, buf, issued % 1000)
+                            .build()
+                            .user_data(issued),
+                    )
+                    .unwrap();
+                issued += 1;
+            }
+            r.ring.poll();
+            for c in r.ring.completions() {
+                assert_eq!(c.result(), Ok(512), "entry {}", c.user_data());
+                completed += 1;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{completed} of {total}"
+            );
+        }
     }
 }

@@ -18,8 +18,8 @@ report_skipped_without_spdk!();
 mod support {
     pub use super::common::*;
     pub use spdk_ring::{
-        opcode, BdevDesc, BdevTarget, Completion, CompletionFlags, DmaBuf, EntryFlags, Errno,
-        JsonConfig, OpenMode, Ring, SpdkThread,
+        opcode, BdevDesc, Completion, CompletionFlags, DmaBuf, EntryFlags, Errno, JsonConfig,
+        OpenMode, Ring, SpdkThread, Target,
     };
     pub use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ mod support {
         pub ring: Ring,
         pub desc: BdevDesc,
         pub thread: SpdkThread,
-        pub target: BdevTarget,
+        pub target: Target,
     }
 
     pub fn rig(bdev: &str, mode: OpenMode, sq: u32) -> Rig {

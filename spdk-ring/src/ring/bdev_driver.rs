@@ -8,12 +8,14 @@
 
 use super::entry::{IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
 use crate::bdev::{BdevDesc, IoChannel, IoTypes, OpenMode};
+use crate::nvme::NvmeController;
 use crate::queue::{Driver, IoError, NvmeStatus, StartOutcome, TargetId, Token};
 use spdk_ring_sys as sys;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 
 /// Most buffers one vectored entry may carry.
 pub const MAX_IOVECS: usize = 32;
@@ -80,8 +82,31 @@ struct WaitCtx {
     waiting: Cell<bool>,
 }
 
-/// A registered bdev, the io_uring "fixed file" of this ring.
-pub(crate) struct Target {
+/// The I/O queue pair a ring owns on an NVMe namespace. It holds the
+/// controller, so the controller stays attached until the qpair is freed.
+pub(crate) struct NvmeQueue {
+    qpair: NonNull<sys::spdk_nvme_qpair>,
+    ns: NonNull<sys::spdk_nvme_ns>,
+    nsid: u32,
+    /// `process_completions` reported the qpair failed (transport loss).
+    pub(crate) failed: bool,
+    /// A submission answered ENOMEM; unblock when requests come back.
+    nomem: bool,
+    ctrlr: NvmeController,
+}
+
+impl Drop for NvmeQueue {
+    fn drop(&mut self) {
+        // SAFETY: dropped only when nothing is in flight on the qpair (the
+        // ring quiesces first), on the ring's thread; freed once.
+        unsafe { sys::spdk_nvme_ctrlr_free_io_qpair(self.qpair.as_ptr()) };
+    }
+}
+
+/// A registered bdev or NVMe namespace, the io_uring "fixed file" of this ring.
+pub(crate) struct TargetState {
+    /// For NVMe namespace targets (no channel, descriptor or bdev).
+    pub(crate) nvme: Option<NvmeQueue>,
     /// `None` once released (unregistered, or removed and drained).
     channel: Option<IoChannel>,
     desc: Option<BdevDesc>,
@@ -97,7 +122,7 @@ pub(crate) struct Target {
     wait: Box<WaitCtx>,
 }
 
-impl Target {
+impl TargetState {
     /// True once nothing of SPDK's refers to this target any more.
     fn is_idle(&self) -> bool {
         self.in_flight == 0 && !self.wait.waiting.get()
@@ -106,9 +131,11 @@ impl Target {
 
 pub(crate) struct BdevDriver {
     ring_id: u32,
+    /// When the NVMe controllers' admin queues are next processed (ticks).
+    next_admin_poll: u64,
     /// Submissions SPDK refused with ENOMEM (each retried later).
     pub(crate) enomem_retries: u64,
-    pub(crate) targets: Vec<Target>,
+    pub(crate) targets: Vec<TargetState>,
     pub(crate) slots: Box<[SlotCtx]>,
     iovecs: Box<[SlotIovecs]>,
     inbox: *const Inbox,
@@ -148,11 +175,9 @@ unsafe fn failure_of(bdev_io: *mut sys::spdk_bdev_io, nvme_backed: bool) -> IoEr
         sys::spdk_bdev_io_get_nvme_status(bdev_io, &mut cdw0, &mut sct, &mut sc);
         sys::spdk_bdev_io_get_aio_status(bdev_io, &mut aio);
     }
-    let errno = match (sct as u32, sc as u32) {
-        (sys::SPDK_NVME_SCT_GENERIC, sys::SPDK_NVME_SC_ABORTED_BY_REQUEST) => libc::ECANCELED,
-        (sys::SPDK_NVME_SCT_MEDIA_ERROR, sys::SPDK_NVME_SC_COMPARE_FAILURE) => libc::EILSEQ,
-        _ if aio < 0 => -aio,
-        _ => libc::EIO,
+    let errno = match errno_for_nvme(sct as u32, sc as u32) {
+        libc::EIO if aio < 0 => -aio,
+        errno => errno,
     };
     let nvme = nvme_backed.then_some(NvmeStatus {
         sct: sct as u8,
@@ -234,6 +259,7 @@ impl BdevDriver {
             .collect();
         BdevDriver {
             ring_id,
+            next_admin_poll: 0,
             enomem_retries: 0,
             targets: Vec::new(),
             slots,
@@ -247,7 +273,8 @@ impl BdevDriver {
         let index = self.targets.len() as u32;
         // SAFETY: an open descriptor has a live bdev.
         let bdev_ptr = unsafe { sys::spdk_bdev_desc_get_bdev(desc.as_ptr()) };
-        self.targets.push(Target {
+        self.targets.push(TargetState {
+            nvme: None,
             channel: Some(channel),
             desc: Some(desc.clone()),
             bdev: bdev_ptr,
@@ -276,7 +303,116 @@ impl BdevDriver {
         index
     }
 
-    pub(crate) fn target(&self, index: u32) -> Option<&Target> {
+    /// Registers namespace `nsid` of `ctrlr` with a new I/O qpair.
+    pub(crate) fn add_nvme_target(
+        &mut self,
+        ctrlr: &NvmeController,
+        nsid: u32,
+        io_queue_size: Option<u32>,
+    ) -> crate::error::Result<u32> {
+        use crate::error::Error;
+        let ns = ctrlr
+            .namespace(nsid)
+            .ok_or_else(|| Error::InvalidArgument(format!("namespace {nsid} is not active")))?;
+        let (block_size, num_blocks) = (ns.sector_size(), ns.num_sectors());
+        let ns = NonNull::new(ns.as_ptr()).expect("an active namespace");
+        let mut opts = sys::spdk_nvme_io_qpair_opts::default();
+        // SAFETY: opts is writable and its true size is passed; the
+        // controller is attached (we hold it).
+        let qpair = unsafe {
+            sys::spdk_nvme_ctrlr_get_default_io_qpair_opts(
+                ctrlr.as_ptr(),
+                &mut opts,
+                std::mem::size_of_val(&opts),
+            );
+            if let Some(n) = io_queue_size {
+                // Both the queue and the requests SPDK preallocates for it:
+                // beyond n outstanding commands, submission answers ENOMEM.
+                opts.io_queue_size = n;
+                opts.io_queue_requests = n;
+            }
+            sys::spdk_nvme_ctrlr_alloc_io_qpair(ctrlr.as_ptr(), &opts, std::mem::size_of_val(&opts))
+        };
+        let qpair = NonNull::new(qpair).ok_or(Error::Errno(crate::error::Errno::ENOMEM))?;
+        let index = self.targets.len() as u32;
+        self.targets.push(TargetState {
+            nvme: Some(NvmeQueue {
+                qpair,
+                ns,
+                nsid,
+                failed: false,
+                nomem: false,
+                ctrlr: ctrlr.clone(),
+            }),
+            channel: None,
+            desc: None,
+            bdev: std::ptr::null_mut(),
+            block_size,
+            num_blocks,
+            io_types: IoTypes::READ
+                | IoTypes::WRITE
+                | IoTypes::FLUSH
+                | IoTypes::WRITE_ZEROES
+                | IoTypes::UNMAP
+                | IoTypes::COMPARE
+                | IoTypes::NVME_IO,
+            writable: true,
+            nvme_backed: true,
+            removed: false,
+            unregistered: false,
+            in_flight: 0,
+            wait: Box::new(WaitCtx {
+                entry: sys::spdk_bdev_io_wait_entry {
+                    bdev: std::ptr::null_mut(),
+                    cb_fn: None,
+                    cb_arg: std::ptr::null_mut(),
+                    dep_unblock: false,
+                    pad: [0; 7],
+                    link: Default::default(),
+                },
+                inbox: self.inbox,
+                target: index,
+                waiting: Cell::new(false),
+            }),
+        });
+        Ok(index)
+    }
+
+    /// Processes completions on every NVMe qpair, and the admin queue (with
+    /// keep-alive) of their controllers at most every `ADMIN_POLL_TICKS`.
+    pub(crate) fn poll_nvme(&mut self) {
+        // SAFETY: the inbox outlives the driver's use of it.
+        let inbox = unsafe { &*self.inbox };
+        let mut admin_due = None;
+        for (index, t) in self.targets.iter_mut().enumerate() {
+            let Some(q) = t.nvme.as_mut() else { continue };
+            // Failed qpairs are still processed: SPDK completes their
+            // outstanding requests (aborted) from here.
+            // SAFETY: the qpair is ours, used from the ring's thread.
+            let rc = unsafe { sys::spdk_nvme_qpair_process_completions(q.qpair.as_ptr(), 0) };
+            if rc < 0 {
+                q.failed = true;
+            }
+            if q.nomem && (rc > 0 || t.in_flight == 0) {
+                q.nomem = false;
+                inbox.post(Event::Unblock {
+                    target: index as u32,
+                });
+            }
+            let now = *admin_due.get_or_insert_with(crate::clock::ticks);
+            if now >= self.next_admin_poll {
+                // Errors surface on the I/O path; keep-alive is the point here.
+                let _ = q.ctrlr.process_admin_completions();
+            }
+        }
+        if let Some(now) = admin_due {
+            if now >= self.next_admin_poll {
+                self.next_admin_poll = now + crate::clock::ticks_hz() / 100;
+            }
+        }
+    }
+
+    pub(crate) fn target(&self, index: u32) -> Option<&TargetState> {
         self.targets.get(index as usize)
     }
 
@@ -295,6 +431,9 @@ impl BdevDriver {
     /// longer uses, so their descriptors can close.
     pub(crate) fn release_idle_targets(&mut self) {
         for t in &mut self.targets {
+            if t.nvme.is_some() && t.unregistered && t.in_flight == 0 {
+                t.nvme = None;
+            }
             if t.channel.is_none() {
                 continue;
             }
@@ -310,7 +449,7 @@ impl BdevDriver {
 
     /// True when no target has anything of SPDK's pending.
     pub(crate) fn all_idle(&self) -> bool {
-        self.targets.iter().all(Target::is_idle)
+        self.targets.iter().all(TargetState::is_idle)
     }
 
     fn wait_for_memory(&mut self, index: u32) {
@@ -348,6 +487,9 @@ impl Driver<IoOp> for BdevDriver {
         };
         if t.unregistered {
             return failed(libc::EBADF);
+        }
+        if t.nvme.is_some() {
+            return self.start_nvme(token, index, op);
         }
         if t.removed || t.channel.is_none() {
             return failed(libc::ENODEV);
@@ -501,6 +643,32 @@ impl Driver<IoOp> for BdevDriver {
                     self.arm(slot, token, index, 0);
                     f(desc, ch, *offset_blocks, *num_blocks, Some(io_done), ctx)
                 }
+                IoKind::Compare {
+                    buf,
+                    offset_blocks,
+                    num_blocks,
+                } => {
+                    if !needs(IoTypes::COMPARE) {
+                        return failed(libc::ENOTSUP);
+                    }
+                    let n = match blocks_for(buf.len(), *num_blocks, bs) {
+                        Ok(n) => n,
+                        Err(e) => return failed(e),
+                    };
+                    if !in_range(*offset_blocks, n) {
+                        return failed(libc::EINVAL);
+                    }
+                    self.arm(slot, token, index, n * u64::from(bs));
+                    sys::spdk_bdev_compare_blocks(
+                        desc,
+                        ch,
+                        buf.as_mut_ptr().cast(),
+                        *offset_blocks,
+                        n,
+                        Some(io_done),
+                        ctx,
+                    )
+                }
                 IoKind::Reset => {
                     if !needs(IoTypes::RESET) {
                         return failed(libc::ENOTSUP);
@@ -592,7 +760,237 @@ impl Driver<IoOp> for BdevDriver {
     }
 }
 
+unsafe extern "C" fn nvme_done(ctx: *mut c_void, cpl: *const sys::spdk_nvme_cpl) {
+    // SAFETY: ctx is a SlotCtx of a live ring (the ring quiesces before
+    // freeing slots); cpl is valid for the duration of the callback.
+    let (slot, cpl) = unsafe { (&*(ctx as *const SlotCtx), &*cpl) };
+    // SAFETY: as above.
+    let inbox = unsafe { &*slot.inbox };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let result = if sys::spdk_nvme_cpl_is_error(cpl) {
+            Err(nvme_failure(cpl))
+        } else {
+            Ok(slot.bytes.get())
+        };
+        inbox.post(Event::Done {
+            token: slot.token.get(),
+            target: slot.target.get(),
+            result,
+        });
+    }));
+    if outcome.is_err() {
+        inbox.callback_panicked.set(true);
+    }
+}
+
+/// The errno an NVMe status stands for.
+fn errno_for_nvme(sct: u32, sc: u32) -> i32 {
+    match (sct, sc) {
+        (sys::SPDK_NVME_SCT_GENERIC, sys::SPDK_NVME_SC_ABORTED_BY_REQUEST)
+        | (sys::SPDK_NVME_SCT_GENERIC, sys::SPDK_NVME_SC_ABORTED_SQ_DELETION) => libc::ECANCELED,
+        (sys::SPDK_NVME_SCT_MEDIA_ERROR, sys::SPDK_NVME_SC_COMPARE_FAILURE) => libc::EILSEQ,
+        _ => libc::EIO,
+    }
+}
+
+/// A failed NVMe completion, with every status field.
+fn nvme_failure(cpl: &sys::spdk_nvme_cpl) -> IoError {
+    let (sct, sc) = sys::spdk_nvme_cpl_status(cpl);
+    // SAFETY: plain 16-bit view of the status word.
+    let raw = unsafe { cpl.__bindgen_anon_1.status_raw };
+    IoError {
+        errno: errno_for_nvme(u32::from(sct), u32::from(sc)),
+        nvme: Some(NvmeStatus {
+            sct: sct as u8,
+            sc: sc as u8,
+            cdw0: cpl.cdw0,
+            more: raw & (1 << 14) != 0,
+            dnr: raw & (1 << 15) != 0,
+        }),
+    }
+}
+
 impl BdevDriver {
+    /// Starts an entry on an NVMe namespace target.
+    fn start_nvme(&mut self, token: Token, index: u32, op: &mut IoOp) -> StartOutcome {
+        let t = &self.targets[index as usize];
+        let q = t.nvme.as_ref().expect("checked by the caller");
+        if q.failed {
+            return failed(libc::ENXIO);
+        }
+        let (ns, qp, ctrlr) = (q.ns.as_ptr(), q.qpair.as_ptr(), q.ctrlr.as_ptr());
+        let slot = &self.slots[token.index() as usize];
+        let ctx = slot as *const SlotCtx as *mut c_void;
+        let bs = t.block_size;
+        let capacity = t.num_blocks;
+        // NVMe counts blocks in 16 bits (zero-based) per command.
+        let valid = |offset: u64, n: u64| {
+            (1..=65536).contains(&n) && offset.checked_add(n).is_some_and(|end| end <= capacity)
+        };
+        let nsid = q.nsid;
+        let rw_command = match op.kind {
+            IoKind::Read { .. } => sys::spdk_nvme_ns_cmd_read,
+            IoKind::Write { .. } => sys::spdk_nvme_ns_cmd_write,
+            _ => sys::spdk_nvme_ns_cmd_compare,
+        };
+        // SAFETY (for every call below): ns, qpair and controller are this
+        // target's, used from the ring's thread; buffers are owned by `op`,
+        // which the core keeps until completion, and their lengths were
+        // checked; ctx is this entry's stable slot context.
+        let rc = unsafe {
+            match &mut op.kind {
+                IoKind::Read {
+                    buf,
+                    offset_blocks,
+                    num_blocks,
+                }
+                | IoKind::Write {
+                    buf,
+                    offset_blocks,
+                    num_blocks,
+                }
+                | IoKind::Compare {
+                    buf,
+                    offset_blocks,
+                    num_blocks,
+                } => {
+                    let n = match blocks_for(buf.len(), *num_blocks, bs) {
+                        Ok(n) if valid(*offset_blocks, n) => n,
+                        _ => return failed(libc::EINVAL),
+                    };
+                    self.arm(slot, token, index, n * u64::from(bs));
+                    rw_command(
+                        ns,
+                        qp,
+                        buf.as_mut_ptr().cast(),
+                        *offset_blocks,
+                        n as u32,
+                        Some(nvme_done),
+                        ctx,
+                        0,
+                    )
+                }
+                IoKind::WriteZeroes {
+                    offset_blocks,
+                    num_blocks,
+                } => {
+                    if !valid(*offset_blocks, *num_blocks) {
+                        return failed(libc::EINVAL);
+                    }
+                    self.arm(slot, token, index, 0);
+                    sys::spdk_nvme_ns_cmd_write_zeroes(
+                        ns,
+                        qp,
+                        *offset_blocks,
+                        *num_blocks as u32,
+                        Some(nvme_done),
+                        ctx,
+                        0,
+                    )
+                }
+                IoKind::Unmap {
+                    offset_blocks,
+                    num_blocks,
+                } => {
+                    // Deallocate ranges are 32-bit counts; SPDK copies the range.
+                    let end_ok = offset_blocks
+                        .checked_add(*num_blocks)
+                        .is_some_and(|end| end <= capacity);
+                    if *num_blocks == 0 || *num_blocks > u64::from(u32::MAX) || !end_ok {
+                        return failed(libc::EINVAL);
+                    }
+                    let range = sys::spdk_nvme_dsm_range {
+                        length: *num_blocks as u32,
+                        starting_lba: *offset_blocks,
+                        ..Default::default()
+                    };
+                    self.arm(slot, token, index, 0);
+                    sys::spdk_nvme_ns_cmd_dataset_management(
+                        ns,
+                        qp,
+                        sys::SPDK_NVME_DSM_ATTR_DEALLOCATE,
+                        &range,
+                        1,
+                        Some(nvme_done),
+                        ctx,
+                    )
+                }
+                IoKind::Flush { .. } => {
+                    self.arm(slot, token, index, 0);
+                    sys::spdk_nvme_ns_cmd_flush(ns, qp, Some(nvme_done), ctx)
+                }
+                IoKind::NvmePassthru { cmd, buf } => {
+                    let mut raw = to_nvme_cmd(cmd);
+                    raw.nsid = nsid;
+                    let (ptr, len) = match buf {
+                        Some(b) => (b.as_mut_ptr().cast::<c_void>(), b.len()),
+                        None => (std::ptr::null_mut(), 0),
+                    };
+                    let Ok(len32) = u32::try_from(len) else {
+                        return failed(libc::EINVAL);
+                    };
+                    self.arm(slot, token, index, len as u64);
+                    sys::spdk_nvme_ctrlr_cmd_io_raw(
+                        ctrlr,
+                        qp,
+                        &mut raw,
+                        ptr,
+                        len32,
+                        Some(nvme_done),
+                        ctx,
+                    )
+                }
+                IoKind::Raw {
+                    write,
+                    ptr,
+                    len,
+                    offset_blocks,
+                } => {
+                    if ptr.is_null() {
+                        return failed(libc::EFAULT);
+                    }
+                    let n = match blocks_for(*len, WHOLE_BUFFER, bs) {
+                        Ok(n) if valid(*offset_blocks, n) => n,
+                        _ => return failed(libc::EINVAL),
+                    };
+                    let f = if *write {
+                        sys::spdk_nvme_ns_cmd_write
+                    } else {
+                        sys::spdk_nvme_ns_cmd_read
+                    };
+                    self.arm(slot, token, index, *len as u64);
+                    f(
+                        ns,
+                        qp,
+                        ptr.cast(),
+                        *offset_blocks,
+                        n as u32,
+                        Some(nvme_done),
+                        ctx,
+                        0,
+                    )
+                }
+                IoKind::Readv { .. } | IoKind::Writev { .. } | IoKind::Reset => {
+                    return failed(libc::ENOTSUP)
+                }
+            }
+        };
+        match rc {
+            0 => {
+                self.targets[index as usize].in_flight += 1;
+                StartOutcome::Started
+            }
+            rc if rc == -libc::ENOMEM => {
+                self.enomem_retries += 1;
+                if let Some(q) = self.targets[index as usize].nvme.as_mut() {
+                    q.nomem = true;
+                }
+                StartOutcome::NoMem
+            }
+            rc => failed(-rc),
+        }
+    }
+
     fn arm(&self, slot: &SlotCtx, token: Token, target: u32, bytes: u64) {
         slot.token.set(token);
         slot.target.set(target);

@@ -119,6 +119,11 @@ pub(crate) enum IoKind {
         offset_blocks: u64,
         num_blocks: u32,
     },
+    Compare {
+        buf: DmaBuf,
+        offset_blocks: u64,
+        num_blocks: u32,
+    },
     WriteZeroes {
         offset_blocks: u64,
         num_blocks: u64,
@@ -234,10 +239,14 @@ impl Completion {
     /// NvmePassthru).
     pub fn take_buf(&mut self) -> Option<DmaBuf> {
         match &mut self.op.as_mut()?.kind {
-            IoKind::Read { .. } | IoKind::Write { .. } => match self.op.take()?.kind {
-                IoKind::Read { buf, .. } | IoKind::Write { buf, .. } => Some(buf),
-                _ => None,
-            },
+            IoKind::Read { .. } | IoKind::Write { .. } | IoKind::Compare { .. } => {
+                match self.op.take()?.kind {
+                    IoKind::Read { buf, .. }
+                    | IoKind::Write { buf, .. }
+                    | IoKind::Compare { buf, .. } => Some(buf),
+                    _ => None,
+                }
+            }
             IoKind::NvmePassthru { buf, .. } => buf.take(),
             _ => None,
         }

@@ -76,7 +76,7 @@ static NEXT_RING_ID: AtomicU32 = AtomicU32::new(1);
 /// registration slots are never reused, so a handle cannot come to name
 /// another bdev.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BdevTarget {
+pub struct Target {
     ring_id: u32,
     index: u32,
 }
@@ -196,7 +196,7 @@ impl Ring {
 
     /// Registers an open bdev: the ring takes its own I/O channel on its
     /// thread now, so no entry looks anything up later.
-    pub fn register_bdev(&mut self, desc: &BdevDesc) -> Result<BdevTarget> {
+    pub fn register_bdev(&mut self, desc: &BdevDesc) -> Result<Target> {
         if !Rc::ptr_eq(&desc.thread().inner, &self.thread.inner) {
             return Err(Error::InvalidArgument(
                 "the descriptor was opened on another SPDK thread than the ring's".into(),
@@ -214,22 +214,56 @@ impl Ring {
         let channel = desc.io_channel()?;
         let index = self.driver.add_target(desc, channel);
         self.inbox.events.borrow_mut().reserve(1);
-        Ok(BdevTarget {
+        Ok(Target {
             ring_id: self.ring_id,
             index,
         })
     }
 
+    /// Registers namespace `nsid` of an NVMe controller: the ring allocates
+    /// its own I/O queue pair (of `io_queue_size` entries and requests, or
+    /// SPDK's defaults), owned by the ring and used from its thread. When
+    /// the qpair is full, entries wait (ENOMEM is retried in order). The ring keeps
+    /// the controller attached while the target is registered.
+    pub fn register_nvme_namespace(
+        &mut self,
+        ctrlr: &crate::nvme::NvmeController,
+        nsid: u32,
+        io_queue_size: Option<u32>,
+    ) -> Result<Target> {
+        if self.driver.targets.len() >= self.queue.config().max_targets as usize {
+            return Err(Error::InvalidArgument(format!(
+                "ring already has {} targets registered (RingBuilder::max_targets)",
+                self.driver.targets.len()
+            )));
+        }
+        let index = self.driver.add_nvme_target(ctrlr, nsid, io_queue_size)?;
+        self.inbox.events.borrow_mut().reserve(1);
+        Ok(Target {
+            ring_id: self.ring_id,
+            index,
+        })
+    }
+
+    /// True once an NVMe target's queue pair failed (transport loss): its
+    /// new entries complete `ENXIO`.
+    pub fn is_failed(&self, target: Target) -> bool {
+        self.driver
+            .target(target.index)
+            .and_then(|t| t.nvme.as_ref())
+            .is_some_and(|q| q.failed)
+    }
+
     /// Stops accepting entries for `target` (they complete `EBADF`) and
     /// releases its channel once its in-flight I/O has completed.
-    pub fn unregister_bdev(&mut self, target: BdevTarget) -> Result<()> {
+    pub fn unregister_bdev(&mut self, target: Target) -> Result<()> {
         let t = self.valid_target_mut(target)?;
         t.unregistered = true;
         self.driver.release_idle_targets();
         Ok(())
     }
 
-    fn valid_target_mut(&mut self, target: BdevTarget) -> Result<&mut bdev_driver::Target> {
+    fn valid_target_mut(&mut self, target: Target) -> Result<&mut bdev_driver::TargetState> {
         let ring_id = self.ring_id;
         match self.driver.targets.get_mut(target.index as usize) {
             Some(t) if target.ring_id == ring_id && !t.unregistered => Ok(t),
@@ -238,7 +272,7 @@ impl Ring {
     }
 
     /// Block size and block count of a registered target.
-    pub fn target_geometry(&self, target: BdevTarget) -> Option<(u32, u64)> {
+    pub fn target_geometry(&self, target: Target) -> Option<(u32, u64)> {
         (target.ring_id == self.ring_id)
             .then(|| self.driver.block_geometry(target.index))
             .flatten()
@@ -246,7 +280,7 @@ impl Ring {
 
     /// True once the target's bdev reported removal; its new entries
     /// complete `ENODEV`.
-    pub fn is_removed(&self, target: BdevTarget) -> bool {
+    pub fn is_removed(&self, target: Target) -> bool {
         self.driver.target(target.index).is_some_and(|t| t.removed)
     }
 
@@ -278,6 +312,7 @@ impl Ring {
         let now = self.clock_for_timers();
         self.queue.submit(&mut *self.driver, now);
         self.thread.poll();
+        self.driver.poll_nvme();
         self.process_events();
         self.queue.advance(&mut *self.driver, now);
         self.queue.cq_len()
@@ -405,6 +440,7 @@ impl Drop for Ring {
                 return;
             }
             self.thread.poll();
+            self.driver.poll_nvme();
             self.drain_inbox();
         }
         // SAFETY: SPDK holds nothing of ours any more (quiescent: no I/O in

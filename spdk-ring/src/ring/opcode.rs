@@ -10,12 +10,12 @@
 //! errno, see [`Ring`](super::Ring) for the table.
 
 use super::entry::{encode_num_blocks, Entry, IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
-use super::BdevTarget;
+use super::Target;
 use crate::dma::DmaBuf;
 use crate::queue::{EntryKind, Submission};
 use std::time::Duration;
 
-fn io_entry(target: BdevTarget, kind: IoKind) -> Entry {
+fn io_entry(target: Target, kind: IoKind) -> Entry {
     Entry::from_submission(Submission::io(
         super::TargetId(target.index),
         IoOp {
@@ -44,7 +44,7 @@ macro_rules! buffer_io {
         $(#[$doc])*
         #[derive(Debug)]
         pub struct $name {
-            target: BdevTarget,
+            target: Target,
             buf: DmaBuf,
             offset_blocks: u64,
             num_blocks: u32,
@@ -52,7 +52,7 @@ macro_rules! buffer_io {
 
         impl $name {
             /// An I/O of the whole buffer at `offset_blocks`.
-            pub fn new(target: BdevTarget, buf: DmaBuf, offset_blocks: u64) -> Self {
+            pub fn new(target: Target, buf: DmaBuf, offset_blocks: u64) -> Self {
                 $name { target, buf, offset_blocks, num_blocks: WHOLE_BUFFER }
             }
             /// Transfer only `n` blocks (the buffer must hold them).
@@ -80,13 +80,36 @@ buffer_io!(
     Write,
     Write
 );
+buffer_io!(
+    /// Compares blocks with a DMA buffer: `Ok` when equal, `EILSEQ` (and,
+    /// on NVMe, Media Error / Compare Failure) when not.
+    Compare,
+    Compare
+);
+
+/// NVMe names for the entries, for namespace targets registered with
+/// [`Ring::register_nvme_namespace`](super::Ring::register_nvme_namespace):
+/// the same builders, mapped to NVMe commands by the target.
+pub type NvmeRead = Read;
+/// See [`NvmeRead`].
+pub type NvmeWrite = Write;
+/// See [`NvmeRead`].
+pub type NvmeCompare = Compare;
+/// See [`NvmeRead`] (Flush ignores the range on NVMe: it flushes the namespace).
+pub type NvmeFlush = Flush;
+/// See [`NvmeRead`] (at most 65536 blocks per command).
+pub type NvmeWriteZeroes = WriteZeroes;
+/// Dataset Management / Deallocate of one range; see [`NvmeRead`].
+pub type NvmeDeallocate = Unmap;
+/// A caller-built NVMe I/O command (the namespace id is filled in); see [`NvmeRead`].
+pub type NvmeIoRaw = NvmePassthru;
 
 macro_rules! vectored_io {
     ($(#[$doc:meta])* $name:ident, $kind:ident) => {
         $(#[$doc])*
         #[derive(Debug)]
         pub struct $name {
-            target: BdevTarget,
+            target: Target,
             bufs: Vec<DmaBuf>,
             offset_blocks: u64,
             num_blocks: u32,
@@ -95,7 +118,7 @@ macro_rules! vectored_io {
         impl $name {
             /// An I/O over all buffers in order (at most
             /// [`MAX_IOVECS`](super::MAX_IOVECS) of them).
-            pub fn new(target: BdevTarget, bufs: Vec<DmaBuf>, offset_blocks: u64) -> Self {
+            pub fn new(target: Target, bufs: Vec<DmaBuf>, offset_blocks: u64) -> Self {
                 $name { target, bufs, offset_blocks, num_blocks: WHOLE_BUFFER }
             }
             /// Transfer only `n` blocks (the buffers must hold them).
@@ -129,13 +152,13 @@ macro_rules! range_op {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
         pub struct $name {
-            target: BdevTarget,
+            target: Target,
             offset_blocks: u64,
             num_blocks: u64,
         }
 
         impl $name {
-            pub fn new(target: BdevTarget, offset_blocks: u64, num_blocks: u64) -> Self {
+            pub fn new(target: Target, offset_blocks: u64, num_blocks: u64) -> Self {
                 $name { target, offset_blocks, num_blocks }
             }
             pub fn build(self) -> Entry {
@@ -164,11 +187,11 @@ range_op!(
 /// Resets the bdev (aborting what it has in flight, per its module).
 #[derive(Debug, Clone, Copy)]
 pub struct Reset {
-    target: BdevTarget,
+    target: Target,
 }
 
 impl Reset {
-    pub fn new(target: BdevTarget) -> Self {
+    pub fn new(target: Target) -> Self {
         Reset { target }
     }
     pub fn build(self) -> Entry {
@@ -180,13 +203,13 @@ impl Reset {
 /// data buffer. The completion's error keeps the NVMe status.
 #[derive(Debug)]
 pub struct NvmePassthru {
-    target: BdevTarget,
+    target: Target,
     cmd: NvmeCommand,
     buf: Option<DmaBuf>,
 }
 
 impl NvmePassthru {
-    pub fn new(target: BdevTarget, cmd: NvmeCommand) -> Self {
+    pub fn new(target: Target, cmd: NvmeCommand) -> Self {
         NvmePassthru {
             target,
             cmd,
@@ -282,7 +305,7 @@ impl LinkTimeout {
 /// DMA allocator. Nothing comes back in the completion.
 #[derive(Debug)]
 pub struct RawIo {
-    target: BdevTarget,
+    target: Target,
     write: bool,
     ptr: *mut u8,
     len: usize,
@@ -295,7 +318,7 @@ impl RawIo {
     /// that stays valid, and is neither read nor written by anyone else,
     /// until this entry's completion has been taken from the ring (or the
     /// ring is dropped). `len` must be a multiple of the block size.
-    pub unsafe fn read(target: BdevTarget, ptr: *mut u8, len: usize, offset_blocks: u64) -> Self {
+    pub unsafe fn read(target: Target, ptr: *mut u8, len: usize, offset_blocks: u64) -> Self {
         RawIo {
             target,
             write: false,
@@ -307,12 +330,7 @@ impl RawIo {
 
     /// # Safety
     /// As for [`read`](Self::read); the memory is only read by SPDK.
-    pub unsafe fn write(
-        target: BdevTarget,
-        ptr: *const u8,
-        len: usize,
-        offset_blocks: u64,
-    ) -> Self {
+    pub unsafe fn write(target: Target, ptr: *const u8, len: usize, offset_blocks: u64) -> Self {
         RawIo {
             target,
             write: true,
