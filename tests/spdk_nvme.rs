@@ -34,6 +34,7 @@ mod target {
     pub struct NvmfTarget {
         child: Mutex<Option<Child>>,
         pub port: u16,
+        #[allow(dead_code)]
         log: PathBuf,
     }
 
@@ -70,37 +71,69 @@ mod target {
         )
     }
 
-    /// Starts the target once per process and waits until it listens.
+    /// `nvmf_tgt` serving [`NQN`] on `port`, with its log in `dir`.
+    fn command(port: u16, dir: &std::path::Path) -> Command {
+        std::fs::create_dir_all(dir).unwrap();
+        let config_path = dir.join("nvmf_tgt.json");
+        std::fs::write(&config_path, config(port)).unwrap();
+        let mut command = Command::new(binary());
+        command
+            .args([
+                "--no-huge",
+                "-s",
+                "512",
+                "-m",
+                "0x2",
+                "--disable-cpumask-locks",
+                "--json",
+            ])
+            .arg(&config_path)
+            .arg("-r")
+            .arg(dir.join("rpc.sock"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("nvmf_tgt.log")).unwrap())
+            .stderr(Stdio::inherit());
+        // SAFETY: prctl is async-signal-safe, as pre_exec requires: the
+        // target dies with its parent even if this process is killed.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        command
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Waits until `child` listens on `port` (or panics with its log).
+    fn wait_listening(child: &mut Child, port: u16, dir: &std::path::Path) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("nvmf_tgt.log")).unwrap_or_default();
+                panic!("nvmf_tgt exited ({status}); log: {log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nvmf_tgt did not listen on port {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the shared target once per process and waits until it listens.
     pub fn target() -> &'static NvmfTarget {
         TARGET.get_or_init(|| {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let dir = std::env::temp_dir().join(format!("spdk-ring-nvmf-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let config_path = dir.join("nvmf_tgt.json");
-            std::fs::write(&config_path, config(port)).unwrap();
-            let log = dir.join("nvmf_tgt.log");
-            let bin = binary();
-            let mut command = Command::new(&bin);
-            command
-                .args(["--no-huge", "-s", "512", "-m", "0x2", "--json"])
-                .arg(&config_path)
-                .arg("-r")
-                .arg(dir.join("rpc.sock"))
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&log).unwrap())
-                .stderr(Stdio::inherit());
-            // SAFETY: prctl is async-signal-safe, as pre_exec requires: the
-            // target dies with its parent even if this process is killed.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
+            let mut command = command(port, &dir);
             // PR_SET_PDEATHSIG follows the spawning *thread*, so spawn from
             // one that lives as long as the process, not a test's thread.
             let (tx, rx) = std::sync::mpsc::channel();
@@ -113,38 +146,69 @@ mod target {
                     }
                 })
                 .unwrap();
-            let child = rx.recv().unwrap().unwrap_or_else(|e| {
-                panic!("cannot start {} (set SPDK_NVMF_TGT): {e}", bin.display())
+            let mut child = rx.recv().unwrap().unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} (set SPDK_NVMF_TGT): {e}",
+                    binary().display()
+                )
             });
-            let target = NvmfTarget {
-                child: Mutex::new(Some(child)),
-                port,
-                log,
-            };
             // SAFETY: registers a plain function; it runs once at process exit.
             unsafe { libc::atexit(kill_at_exit) };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Some(status) = target
-                    .child
-                    .lock()
-                    .unwrap()
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten())
-                {
-                    panic!(
-                        "nvmf_tgt exited ({status}); log: {}",
-                        std::fs::read_to_string(&target.log).unwrap_or_default()
-                    );
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "nvmf_tgt did not listen on port {port} within 30 s"
-                );
-                std::thread::sleep(Duration::from_millis(50));
+            wait_listening(&mut child, port, &dir);
+            NvmfTarget {
+                child: Mutex::new(Some(child)),
+                port,
+                log: dir.join("nvmf_tgt.log"),
             }
-            target
         })
+    }
+
+    /// A target of one test's own, which the test may kill and restart;
+    /// killed when dropped.
+    pub struct PrivateTarget {
+        child: Option<Child>,
+        pub port: u16,
+        dir: PathBuf,
+    }
+
+    impl PrivateTarget {
+        pub fn start() -> PrivateTarget {
+            let port = free_port();
+            let dir =
+                std::env::temp_dir().join(format!("spdk-ring-nvmf-{}-{port}", std::process::id()));
+            let mut t = PrivateTarget {
+                child: None,
+                port,
+                dir,
+            };
+            t.restart();
+            t
+        }
+
+        /// Kills the target outright (no shutdown: the host sees the
+        /// connection drop).
+        pub fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        /// Starts it again on the same port.
+        pub fn restart(&mut self) {
+            self.kill();
+            let mut child = command(self.port, &self.dir)
+                .spawn()
+                .expect("start nvmf_tgt");
+            wait_listening(&mut child, self.port, &self.dir);
+            self.child = Some(child);
+        }
+    }
+
+    impl Drop for PrivateTarget {
+        fn drop(&mut self) {
+            self.kill();
+        }
     }
 
     extern "C" fn kill_at_exit() {
@@ -619,5 +683,106 @@ mod nvme_ring {
                 "{completed} of {total}"
             );
         }
+    }
+
+    #[test]
+    fn killing_the_target_fails_in_flight_entries_and_reconnect_recovers() {
+        use super::target::PrivateTarget;
+        use std::time::{Duration, Instant};
+        fixture_with(super::nvme_bdev::with_nvme_controller);
+        let mut victim = PrivateTarget::start();
+        let thread = SpdkThread::attach("nvme-kill").unwrap();
+        let trid = TransportId::tcp("127.0.0.1", victim.port, NQN).unwrap();
+        let options = ControllerOptions {
+            keep_alive_timeout_ms: Some(2_000),
+            ..Default::default()
+        };
+        let ctrlr = NvmeController::connect(&trid, &options).unwrap();
+        let mut ring = Ring::new(64).unwrap();
+        let t = ring.register_nvme_namespace(&ctrlr, 1, None).unwrap();
+        let malloc = spdk_ring::BdevDesc::open("Malloc0", spdk_ring::OpenMode::ReadOnly).unwrap();
+        let other = ring.register_bdev(&malloc).unwrap();
+
+        for i in 0..32u64 {
+            ring.push(
+                opcode::NvmeRead::new(t, DmaBuf::alloc(4096, 0).unwrap(), i * 8)
+                    .build()
+                    .user_data(i),
+            )
+            .unwrap();
+        }
+        ring.submit();
+        victim.kill();
+        // Every in-flight entry completes (success if it beat the kill,
+        // otherwise an error), within a bounded time; none is lost.
+        let start = Instant::now();
+        let mut done = 0;
+        let mut failures = 0;
+        while done < 32 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "only {done} of 32 completed"
+            );
+            ring.poll();
+            for c in ring.completions() {
+                done += 1;
+                if c.errno().is_some() {
+                    failures += 1;
+                }
+            }
+        }
+        // New entries fail fast once the qpair is known to be down.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ring.is_failed(t) {
+            assert!(
+                Instant::now() < deadline,
+                "the qpair was never reported failed ({failures} failures)"
+            );
+            ring.push(
+                opcode::NvmeRead::new(t, DmaBuf::alloc(512, 0).unwrap(), 0)
+                    .build()
+                    .user_data(100),
+            )
+            .unwrap();
+            ring.submit_and_wait(1, WAIT).unwrap();
+            ring.completions().for_each(drop);
+        }
+        ring.push(
+            opcode::NvmeRead::new(t, DmaBuf::alloc(512, 0).unwrap(), 0)
+                .build()
+                .user_data(101),
+        )
+        .unwrap();
+        ring.submit_and_wait(1, WAIT).unwrap();
+        assert_eq!(
+            ring.next_completion().unwrap().errno(),
+            Some(Errno(libc::ENXIO))
+        );
+        // The other target keeps working.
+        ring.push(
+            opcode::Read::new(other, DmaBuf::alloc(512, 0).unwrap(), 0)
+                .build()
+                .user_data(102),
+        )
+        .unwrap();
+        ring.submit_and_wait(1, WAIT).unwrap();
+        assert_eq!(ring.next_completion().unwrap().result(), Ok(512));
+
+        // The target comes back: an explicit reconnect, then I/O works again.
+        victim.restart();
+        ring.reconnect_nvme(t).unwrap();
+        assert!(!ring.is_failed(t));
+        ring.push(
+            opcode::NvmeRead::new(t, DmaBuf::alloc(512, 0).unwrap(), 0)
+                .build()
+                .user_data(103),
+        )
+        .unwrap();
+        ring.submit_and_wait(1, WAIT).unwrap();
+        assert_eq!(ring.next_completion().unwrap().result(), Ok(512));
+        drop(ring);
+        drop(malloc);
+        drop(ctrlr);
+        drop(thread);
     }
 }

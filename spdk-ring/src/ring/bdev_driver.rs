@@ -355,6 +355,7 @@ impl BdevDriver {
                 | IoTypes::WRITE_ZEROES
                 | IoTypes::UNMAP
                 | IoTypes::COMPARE
+                | IoTypes::ABORT
                 | IoTypes::NVME_IO,
             writable: true,
             nvme_backed: true,
@@ -376,6 +377,37 @@ impl BdevDriver {
             }),
         });
         Ok(index)
+    }
+
+    /// Reconnects a failed NVMe target's qpair, resetting its controller
+    /// first if the controller failed too.
+    pub(crate) fn reconnect_nvme(&mut self, index: u32) -> crate::error::Result<()> {
+        use crate::error::{Errno, Error};
+        let q = self
+            .targets
+            .get_mut(index as usize)
+            .and_then(|t| t.nvme.as_mut())
+            .ok_or(Error::Errno(Errno::EBADF))?;
+        // SAFETY: controller and qpair are this target's, on the ring's
+        // thread; both calls are synchronous.
+        unsafe {
+            let ctrlr = q.ctrlr.as_ptr();
+            let mut rc = sys::spdk_nvme_ctrlr_reconnect_io_qpair(q.qpair.as_ptr());
+            if rc != 0 {
+                // The controller's association is gone too (a restarted
+                // target does not know its id): reset the controller, which
+                // reconnects its admin queue, then the qpair.
+                rc = sys::spdk_nvme_ctrlr_reset(ctrlr);
+                if rc == 0 {
+                    rc = sys::spdk_nvme_ctrlr_reconnect_io_qpair(q.qpair.as_ptr());
+                }
+            }
+            if rc != 0 && rc != -libc::EISCONN {
+                return Err(Error::from_rc(rc));
+            }
+        }
+        q.failed = false;
+        Ok(())
     }
 
     /// Processes completions on every NVMe qpair, and the admin queue (with
@@ -733,6 +765,22 @@ impl Driver<IoOp> for BdevDriver {
 
     fn abort(&mut self, token: Token, target: TargetId, _op: &mut IoOp) -> Result<(), ()> {
         let t = self.targets.get(target.0 as usize).ok_or(())?;
+        if let Some(q) = &t.nvme {
+            let slot = &self.slots[token.index() as usize] as *const SlotCtx as *mut c_void;
+            // SAFETY: controller and qpair are this target's; `slot` is the
+            // exact callback argument the command was submitted with, which
+            // is how SPDK finds it. The abort's own completion needs no report.
+            let rc = unsafe {
+                sys::spdk_nvme_ctrlr_cmd_abort_ext(
+                    q.ctrlr.as_ptr(),
+                    q.qpair.as_ptr(),
+                    slot,
+                    Some(nvme_abort_done),
+                    std::ptr::null_mut(),
+                )
+            };
+            return if rc == 0 { Ok(()) } else { Err(()) };
+        }
         if !t.io_types.contains(IoTypes::ABORT) {
             return Err(());
         }
@@ -781,6 +829,10 @@ unsafe extern "C" fn nvme_done(ctx: *mut c_void, cpl: *const sys::spdk_nvme_cpl)
     if outcome.is_err() {
         inbox.callback_panicked.set(true);
     }
+}
+
+unsafe extern "C" fn nvme_abort_done(_ctx: *mut c_void, _cpl: *const sys::spdk_nvme_cpl) {
+    // The aborted command completes through its own callback.
 }
 
 /// The errno an NVMe status stands for.

@@ -254,6 +254,16 @@ impl Ring {
             .is_some_and(|q| q.failed)
     }
 
+    /// Reconnects an NVMe target whose queue pair failed (for example after
+    /// the fabric connection dropped and the target came back). Entries that
+    /// were in flight at the failure have already completed with errors.
+    pub fn reconnect_nvme(&mut self, target: Target) -> Result<()> {
+        if target.ring_id != self.ring_id {
+            return Err(Error::Errno(Errno::EBADF));
+        }
+        self.driver.reconnect_nvme(target.index)
+    }
+
     /// Stops accepting entries for `target` (they complete `EBADF`) and
     /// releases its channel once its in-flight I/O has completed.
     pub fn unregister_bdev(&mut self, target: Target) -> Result<()> {
