@@ -92,6 +92,9 @@ pub(crate) struct NvmeQueue {
     pub(crate) failed: bool,
     /// A submission answered ENOMEM; unblock when requests come back.
     nomem: bool,
+    /// Admin commands submitted and (probably) not yet completed: while
+    /// any, the admin queue is processed on every poll.
+    admin_outstanding: u32,
     ctrlr: NvmeController,
 }
 
@@ -342,6 +345,7 @@ impl BdevDriver {
                 nsid,
                 failed: false,
                 nomem: false,
+                admin_outstanding: 0,
                 ctrlr: ctrlr.clone(),
             }),
             channel: None,
@@ -356,6 +360,7 @@ impl BdevDriver {
                 | IoTypes::UNMAP
                 | IoTypes::COMPARE
                 | IoTypes::ABORT
+                | IoTypes::NVME_ADMIN
                 | IoTypes::NVME_IO,
             writable: true,
             nvme_backed: true,
@@ -432,9 +437,13 @@ impl BdevDriver {
                 });
             }
             let now = *admin_due.get_or_insert_with(crate::clock::ticks);
-            if now >= self.next_admin_poll {
-                // Errors surface on the I/O path; keep-alive is the point here.
-                let _ = q.ctrlr.process_admin_completions();
+            if q.admin_outstanding > 0 || now >= self.next_admin_poll {
+                // Also keep-alive. The count includes SPDK's own admin
+                // commands, so it may reach 0 early; the periodic poll then
+                // finishes ours within 10 ms.
+                if let Ok(n) = q.ctrlr.process_admin_completions() {
+                    q.admin_outstanding = q.admin_outstanding.saturating_sub(n);
+                }
             }
         }
         if let Some(now) = admin_due {
@@ -720,6 +729,18 @@ impl Driver<IoOp> for BdevDriver {
                     self.arm(slot, token, index, len as u64);
                     sys::spdk_bdev_nvme_io_passthru(desc, ch, &raw, ptr, len, Some(io_done), ctx)
                 }
+                IoKind::NvmeAdmin { cmd, buf } => {
+                    if !needs(IoTypes::NVME_ADMIN) {
+                        return failed(libc::ENOTSUP);
+                    }
+                    let raw = to_nvme_cmd(cmd);
+                    let (ptr, len) = match buf {
+                        Some(b) => (b.as_mut_ptr().cast::<c_void>(), b.len()),
+                        None => (std::ptr::null_mut(), 0),
+                    };
+                    self.arm(slot, token, index, len as u64);
+                    sys::spdk_bdev_nvme_admin_passthru(desc, ch, &raw, ptr, len, Some(io_done), ctx)
+                }
                 IoKind::Raw {
                     ptr,
                     len,
@@ -880,6 +901,7 @@ impl BdevDriver {
             (1..=65536).contains(&n) && offset.checked_add(n).is_some_and(|end| end <= capacity)
         };
         let nsid = q.nsid;
+        let mut admin = false;
         let rw_command = match op.kind {
             IoKind::Read { .. } => sys::spdk_nvme_ns_cmd_read,
             IoKind::Write { .. } => sys::spdk_nvme_ns_cmd_write,
@@ -1022,6 +1044,26 @@ impl BdevDriver {
                         0,
                     )
                 }
+                IoKind::NvmeAdmin { cmd, buf } => {
+                    let mut raw = to_nvme_cmd(cmd);
+                    let (ptr, len) = match buf {
+                        Some(b) => (b.as_mut_ptr().cast::<c_void>(), b.len()),
+                        None => (std::ptr::null_mut(), 0),
+                    };
+                    let Ok(len32) = u32::try_from(len) else {
+                        return failed(libc::EINVAL);
+                    };
+                    self.arm(slot, token, index, len as u64);
+                    admin = true;
+                    sys::spdk_nvme_ctrlr_cmd_admin_raw(
+                        ctrlr,
+                        &mut raw,
+                        ptr,
+                        len32,
+                        Some(nvme_done),
+                        ctx,
+                    )
+                }
                 IoKind::Readv { .. } | IoKind::Writev { .. } | IoKind::Reset => {
                     return failed(libc::ENOTSUP)
                 }
@@ -1029,7 +1071,11 @@ impl BdevDriver {
         };
         match rc {
             0 => {
-                self.targets[index as usize].in_flight += 1;
+                let t = &mut self.targets[index as usize];
+                t.in_flight += 1;
+                if let (true, Some(q)) = (admin, t.nvme.as_mut()) {
+                    q.admin_outstanding += 1;
+                }
                 StartOutcome::Started
             }
             rc if rc == -libc::ENOMEM => {

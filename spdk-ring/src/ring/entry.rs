@@ -141,6 +141,10 @@ pub(crate) enum IoKind {
         cmd: NvmeCommand,
         buf: Option<DmaBuf>,
     },
+    NvmeAdmin {
+        cmd: NvmeCommand,
+        buf: Option<DmaBuf>,
+    },
     Raw {
         write: bool,
         ptr: *mut u8,
@@ -247,7 +251,7 @@ impl Completion {
                     _ => None,
                 }
             }
-            IoKind::NvmePassthru { buf, .. } => buf.take(),
+            IoKind::NvmePassthru { buf, .. } | IoKind::NvmeAdmin { buf, .. } => buf.take(),
             _ => None,
         }
     }

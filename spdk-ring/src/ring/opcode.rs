@@ -232,6 +232,41 @@ impl NvmePassthru {
     }
 }
 
+/// Sends a raw NVMe *admin* command (Identify, Get Log Page, ...) to the
+/// controller behind a target: an NVMe namespace target's controller, or an
+/// NVMe-backed bdev that supports admin passthru. The namespace id is the
+/// caller's to set.
+#[derive(Debug)]
+pub struct NvmeAdminRaw {
+    target: Target,
+    cmd: NvmeCommand,
+    buf: Option<DmaBuf>,
+}
+
+impl NvmeAdminRaw {
+    pub fn new(target: Target, cmd: NvmeCommand) -> Self {
+        NvmeAdminRaw {
+            target,
+            cmd,
+            buf: None,
+        }
+    }
+    /// The data buffer the command transfers (its whole length).
+    pub fn buf(mut self, buf: DmaBuf) -> Self {
+        self.buf = Some(buf);
+        self
+    }
+    pub fn build(self) -> Entry {
+        io_entry(
+            self.target,
+            IoKind::NvmeAdmin {
+                cmd: self.cmd,
+                buf: self.buf,
+            },
+        )
+    }
+}
+
 /// Cancels the first live entry with `user_data`: not started → it
 /// completes `ECANCELED` and this `Ok(0)`; in flight → abort is requested
 /// (this `Ok(0)`, or `EALREADY` where the bdev cannot abort); unknown →
