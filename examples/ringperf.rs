@@ -62,10 +62,16 @@ fn run(o: &perf::Options) -> Result<Vec<perf::Report>, String> {
         .json_config(o.config_text()?)
         .build()
         .map_err(|e| e.to_string())?;
-    if let Err(e) = Bdev::lookup(&o.bdev) {
-        return Err(format!(
-            "{e}: name an existing bdev of the configuration with -T"
-        ));
+    match o.nvme_target() {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(_)) => {}
+        None => {
+            if let Err(e) = Bdev::lookup(&o.bdev) {
+                return Err(format!(
+                    "{e}: name an existing bdev of the configuration with -T"
+                ));
+            }
+        }
     }
     let progress: Arc<Vec<AtomicU64>> = Arc::new(cores.iter().map(|_| AtomicU64::new(0)).collect());
     let start_flag = Arc::new(AtomicBool::new(false));
@@ -121,26 +127,46 @@ fn job(
     progress: Option<&[std::sync::atomic::AtomicU64]>,
 ) -> Result<perf::Report, String> {
     use perf::{Histogram, Pattern, Report};
+    use spdk_ring::nvme::{ControllerOptions, NvmeController, TransportId};
     use spdk_ring::{clock, opcode, BdevDesc, DmaBuf, OpenMode, Ring};
     use std::sync::atomic::Ordering;
 
     let err = |e: spdk_ring::Error| e.to_string();
-    let mode = if o.read_percent == 100 {
-        OpenMode::ReadOnly
-    } else {
-        OpenMode::ReadWrite
-    };
-    let desc = BdevDesc::open(&o.bdev, mode).map_err(err)?;
-    let bdev = desc.bdev();
-    let mut pattern = Pattern::new(
-        o,
-        bdev.block_size(),
-        bdev.num_blocks(),
-        0x9E37_79B9 ^ core as u64,
-    )?;
     let depth = o.queue_depth;
     let mut ring = Ring::builder(depth as u32).build().map_err(err)?;
-    let target = ring.register_bdev(&desc).map_err(err)?;
+    // Keep what the target needs alive for the whole job.
+    let mut _desc = None;
+    let mut _ctrlr = None;
+    let (target, block_size, num_blocks) = match o.nvme_target() {
+        Some(spec) => {
+            let (trid, nsid) = spec?;
+            let trid: TransportId = trid.parse().map_err(err)?;
+            let ctrlr =
+                NvmeController::connect(&trid, &ControllerOptions::default()).map_err(err)?;
+            let ns = ctrlr
+                .namespace(nsid)
+                .ok_or_else(|| format!("-r: namespace {nsid} is not active"))?;
+            let geometry = (ns.sector_size(), ns.num_sectors());
+            let target = ring
+                .register_nvme_namespace(&ctrlr, nsid, None)
+                .map_err(err)?;
+            _ctrlr = Some(ctrlr);
+            (target, geometry.0, geometry.1)
+        }
+        None => {
+            let mode = if o.read_percent == 100 {
+                OpenMode::ReadOnly
+            } else {
+                OpenMode::ReadWrite
+            };
+            let desc = BdevDesc::open(&o.bdev, mode).map_err(err)?;
+            let bdev = desc.bdev();
+            let target = ring.register_bdev(&desc).map_err(err)?;
+            _desc = Some(desc);
+            (target, bdev.block_size(), bdev.num_blocks())
+        }
+    };
+    let mut pattern = Pattern::new(o, block_size, num_blocks, 0x9E37_79B9 ^ core as u64)?;
     let mut submitted_at = vec![0u64; depth];
     let mut latency = Histogram::new();
     let hz = clock::ticks_hz();
@@ -211,7 +237,14 @@ fn job(
     let end = clock::ticks();
     drop(ring);
     Ok(Report {
-        label: format!("{} (core {core})", o.bdev),
+        label: format!(
+            "{} (core {core})",
+            if o.nvme.is_some() {
+                "NVMe"
+            } else {
+                o.bdev.as_str()
+            }
+        ),
         ios,
         errors,
         seconds: (end - start) as f64 / hz as f64,

@@ -10,6 +10,9 @@ pub const DEFAULT_BDEV: &str = "Null0";
 /// Options, spelled as bdevperf spells them where they overlap.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// NVMe mode: the controller's transport id (spdk_nvme_perf's `-r`),
+    /// with an optional `ns:N` (default namespace 1).
+    pub nvme: Option<String>,
     pub json: Option<String>,
     pub bdev: String,
     pub queue_depth: usize,
@@ -76,6 +79,7 @@ pub fn usage(program: &str) -> String {
         "usage: {program} [options]\n\
          \x20 --json FILE     SPDK JSON config (default: built-in Null0 4 KiB x 1M blocks and Malloc0 64 MiB)\n\
          \x20 -T BDEV         target bdev (default {DEFAULT_BDEV})\n\
+         \x20 -r TRID         NVMe mode: a controller's transport id, as spdk_nvme_perf -r (ns:N picks the namespace, default 1)\n\
          \x20 -q DEPTH        queue depth per core (default 128)\n\
          \x20 -o BYTES        I/O size (default 4096)\n\
          \x20 -w WORKLOAD     read|write|randread|randwrite|rw|randrw (default randread)\n\
@@ -92,6 +96,7 @@ pub fn usage(program: &str) -> String {
 impl Options {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         let mut o = Options {
+            nvme: None,
             json: None,
             bdev: DEFAULT_BDEV.into(),
             queue_depth: 128,
@@ -110,6 +115,7 @@ impl Options {
             let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
             match flag.as_str() {
                 "--json" => o.json = Some(value("--json")?),
+                "-r" => o.nvme = Some(value("-r")?),
                 "-T" => o.bdev = value("-T")?,
                 "-q" => o.queue_depth = number(&value("-q")?, "-q", 1, 65536)? as usize,
                 "-o" => o.io_size = number(&value("-o")?, "-o", 1, 1 << 30)? as usize,
@@ -170,6 +176,31 @@ impl Options {
 
     pub fn run_time(&self) -> Duration {
         Duration::from_secs(self.seconds)
+    }
+
+    /// The NVMe transport id without its `ns:N` part, and the namespace id.
+    pub fn nvme_target(&self) -> Option<Result<(String, u32), String>> {
+        let text = self.nvme.as_ref()?;
+        let mut nsid = 1;
+        let mut rest = Vec::new();
+        for word in text.split_whitespace() {
+            match word.strip_prefix("ns:") {
+                Some(n) => match n.parse() {
+                    Ok(n) => nsid = n,
+                    Err(_) => return Some(Err(format!("-r: bad namespace {word:?}"))),
+                },
+                None => rest.push(word),
+            }
+        }
+        Some(Ok((rest.join(" "), nsid)))
+    }
+
+    /// What the jobs run against, for labels and reports.
+    pub fn target_name(&self) -> String {
+        match self.nvme_target() {
+            Some(Ok((trid, nsid))) => format!("{trid} ns {nsid}"),
+            _ => self.bdev.clone(),
+        }
     }
 
     /// The built-in configuration: a null and a malloc bdev.
@@ -417,7 +448,7 @@ impl Report {
             "{{\"job\": \"{}\", \"bdev\": \"{}\", \"workload\": \"{}\", \"queue_depth\": {}, \"io_size\": {}, \
              \"seconds\": {:.3}, \"ios\": {}, \"errors\": {}, \"iops\": {:.1}, \"mib_per_s\": {:.2}{lat}}}",
             self.label,
-            o.bdev,
+            o.target_name(),
             o.workload.name(),
             o.queue_depth,
             o.io_size,
