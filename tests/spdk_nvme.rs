@@ -457,6 +457,12 @@ mod nvme_direct {
         );
         assert_eq!(ns.size_bytes(), NAMESPACE_BLOCKS * 512);
         assert_eq!(ns.metadata_size(), 0);
+        let identify = ns.data();
+        assert_eq!(
+            (identify.size, identify.capacity),
+            (NAMESPACE_BLOCKS, NAMESPACE_BLOCKS)
+        );
+        assert!(identify.num_lba_formats >= 1);
         assert!(ctrlr.namespace(3).is_none());
         ctrlr.process_admin_completions().unwrap();
     }

@@ -403,6 +403,19 @@ impl NvmeController {
     }
 }
 
+/// Identify Namespace data: sizes in logical blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceData {
+    /// NSZE: total size.
+    pub size: u64,
+    /// NCAP: capacity that may be allocated.
+    pub capacity: u64,
+    /// NUSE: blocks currently allocated.
+    pub utilization: u64,
+    /// Number of LBA formats the namespace supports.
+    pub num_lba_formats: u8,
+}
+
 /// An active namespace, borrowed from its controller.
 #[derive(Clone, Copy)]
 pub struct NvmeNamespace<'c> {
@@ -427,6 +440,18 @@ impl NvmeNamespace<'_> {
     pub fn size_bytes(&self) -> u64 {
         // SAFETY: as in id().
         unsafe { sys::spdk_nvme_ns_get_size(self.ns.as_ptr()) }
+    }
+    /// Identify Namespace data (the size fields).
+    pub fn data(&self) -> NamespaceData {
+        // SAFETY: the namespace's identify data lives with its controller,
+        // which is borrowed; the struct's layout is checked at build time.
+        let d = unsafe { &*sys::spdk_nvme_ns_get_data(self.ns.as_ptr()) };
+        NamespaceData {
+            size: d.nsze,
+            capacity: d.ncap,
+            utilization: d.nuse,
+            num_lba_formats: d.nlbaf + 1,
+        }
     }
     /// Metadata bytes per sector (0 without metadata).
     pub fn metadata_size(&self) -> u32 {
