@@ -19,6 +19,24 @@ report_skipped_without_spdk!();
 #[path = "common/mod.rs"]
 mod common;
 
+/// Pushes one entry and waits for its completion.
+#[cfg(spdk)]
+fn run_one(ring: &mut spdk_ring::Ring, entry: spdk_ring::Entry) -> spdk_ring::Completion {
+    ring.push(entry).unwrap();
+    ring.submit_and_wait(1, common::WAIT).unwrap();
+    ring.next_completion().unwrap()
+}
+
+/// A DMA buffer with a pattern unique to `seed`.
+#[cfg(spdk)]
+fn filled(len: usize, seed: u8) -> spdk_ring::DmaBuf {
+    let mut b = spdk_ring::DmaBuf::alloc(len, 0).unwrap();
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = (i as u8).wrapping_mul(13).wrapping_add(seed);
+    }
+    b
+}
+
 #[cfg(spdk)]
 mod target {
     use std::net::{TcpListener, TcpStream};
@@ -274,19 +292,11 @@ mod nvme_bdev {
 
     impl Rig {
         fn run(&mut self, entry: spdk_ring::Entry) -> spdk_ring::Completion {
-            self.ring.push(entry).unwrap();
-            self.ring.submit_and_wait(1, WAIT).unwrap();
-            self.ring.next_completion().unwrap()
+            super::run_one(&mut self.ring, entry)
         }
     }
 
-    fn filled(len: usize, seed: u8) -> DmaBuf {
-        let mut b = DmaBuf::alloc(len, 0).unwrap();
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = (i as u8).wrapping_mul(13).wrapping_add(seed);
-        }
-        b
-    }
+    use super::filled;
 
     /// An NVMe I/O command on LBAs `slba..slba+blocks` (NLB is zero-based).
     fn nvme_io(opcode: u8, slba: u64, blocks: u32) -> NvmeCommand {
@@ -559,19 +569,11 @@ mod nvme_ring {
 
     impl NsRig {
         fn run(&mut self, entry: spdk_ring::Entry) -> spdk_ring::Completion {
-            self.ring.push(entry).unwrap();
-            self.ring.submit_and_wait(1, WAIT).unwrap();
-            self.ring.next_completion().unwrap()
+            super::run_one(&mut self.ring, entry)
         }
     }
 
-    fn filled(len: usize, seed: u8) -> DmaBuf {
-        let mut b = DmaBuf::alloc(len, 0).unwrap();
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = (i as u8).wrapping_mul(29).wrapping_add(seed);
-        }
-        b
-    }
+    use super::filled;
 
     #[test]
     fn nvme_namespace_entries_move_data_and_report_status() {

@@ -17,6 +17,9 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
+/// Tries at allocating an NVMe I/O qpair (20 ms apart) before giving up.
+const QPAIR_ALLOC_ATTEMPTS: u32 = 50;
+
 /// Most buffers one vectored entry may carry.
 pub const MAX_IOVECS: usize = 32;
 
@@ -103,6 +106,32 @@ impl Drop for NvmeQueue {
         // SAFETY: dropped only when nothing is in flight on the qpair (the
         // ring quiesces first), on the ring's thread; freed once.
         unsafe { sys::spdk_nvme_ctrlr_free_io_qpair(self.qpair.as_ptr()) };
+    }
+}
+
+impl WaitCtx {
+    fn new(inbox: *const Inbox, target: u32) -> Box<WaitCtx> {
+        Box::new(WaitCtx {
+            entry: sys::spdk_bdev_io_wait_entry {
+                bdev: std::ptr::null_mut(),
+                cb_fn: None,
+                cb_arg: std::ptr::null_mut(),
+                dep_unblock: false,
+                pad: [0; 7],
+                link: Default::default(),
+            },
+            inbox,
+            target,
+            waiting: Cell::new(false),
+        })
+    }
+}
+
+/// A caller's optional data buffer as SPDK takes it.
+fn raw_buffer(buf: &mut Option<crate::dma::DmaBuf>) -> (*mut c_void, usize) {
+    match buf {
+        Some(b) => (b.as_mut_ptr().cast::<c_void>(), b.len()),
+        None => (std::ptr::null_mut(), 0),
     }
 }
 
@@ -289,19 +318,7 @@ impl BdevDriver {
             removed: false,
             unregistered: false,
             in_flight: 0,
-            wait: Box::new(WaitCtx {
-                entry: sys::spdk_bdev_io_wait_entry {
-                    bdev: std::ptr::null_mut(),
-                    cb_fn: None,
-                    cb_arg: std::ptr::null_mut(),
-                    dep_unblock: false,
-                    pad: [0; 7],
-                    link: Default::default(),
-                },
-                inbox: self.inbox,
-                target: index,
-                waiting: Cell::new(false),
-            }),
+            wait: WaitCtx::new(self.inbox, index),
         });
         index
     }
@@ -322,21 +339,41 @@ impl BdevDriver {
         let mut opts = sys::spdk_nvme_io_qpair_opts::default();
         // SAFETY: opts is writable and its true size is passed; the
         // controller is attached (we hold it).
-        let qpair = unsafe {
+        unsafe {
             sys::spdk_nvme_ctrlr_get_default_io_qpair_opts(
                 ctrlr.as_ptr(),
                 &mut opts,
                 std::mem::size_of_val(&opts),
             );
-            if let Some(n) = io_queue_size {
-                // Both the queue and the requests SPDK preallocates for it:
-                // beyond n outstanding commands, submission answers ENOMEM.
-                opts.io_queue_size = n;
-                opts.io_queue_requests = n;
+        }
+        if let Some(n) = io_queue_size {
+            // Both the queue and the requests SPDK preallocates for it:
+            // beyond n outstanding commands, submission answers ENOMEM.
+            opts.io_queue_size = n;
+            opts.io_queue_requests = n;
+        }
+        // A fabrics target tears a freed qpair down asynchronously, and
+        // rejects a new connection reusing its queue id until it has
+        // ("duplicate QID"): that failure is transient, so retry briefly.
+        let mut attempts = 0;
+        let qpair = loop {
+            // SAFETY: as above; opts is initialised.
+            let qpair = unsafe {
+                sys::spdk_nvme_ctrlr_alloc_io_qpair(
+                    ctrlr.as_ptr(),
+                    &opts,
+                    std::mem::size_of_val(&opts),
+                )
+            };
+            if let Some(qpair) = NonNull::new(qpair) {
+                break qpair;
             }
-            sys::spdk_nvme_ctrlr_alloc_io_qpair(ctrlr.as_ptr(), &opts, std::mem::size_of_val(&opts))
+            attempts += 1;
+            if attempts == QPAIR_ALLOC_ATTEMPTS {
+                return Err(Error::Errno(crate::error::Errno::ENOMEM));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        let qpair = NonNull::new(qpair).ok_or(Error::Errno(crate::error::Errno::ENOMEM))?;
         let index = self.targets.len() as u32;
         self.targets.push(TargetState {
             nvme: Some(NvmeQueue {
@@ -367,19 +404,7 @@ impl BdevDriver {
             removed: false,
             unregistered: false,
             in_flight: 0,
-            wait: Box::new(WaitCtx {
-                entry: sys::spdk_bdev_io_wait_entry {
-                    bdev: std::ptr::null_mut(),
-                    cb_fn: None,
-                    cb_arg: std::ptr::null_mut(),
-                    dep_unblock: false,
-                    pad: [0; 7],
-                    link: Default::default(),
-                },
-                inbox: self.inbox,
-                target: index,
-                waiting: Cell::new(false),
-            }),
+            wait: WaitCtx::new(self.inbox, index),
         });
         Ok(index)
     }
@@ -722,10 +747,7 @@ impl Driver<IoOp> for BdevDriver {
                         return failed(libc::ENOTSUP);
                     }
                     let raw = to_nvme_cmd(cmd);
-                    let (ptr, len) = match buf {
-                        Some(b) => (b.as_mut_ptr().cast::<c_void>(), b.len()),
-                        None => (std::ptr::null_mut(), 0),
-                    };
+                    let (ptr, len) = raw_buffer(buf);
                     self.arm(slot, token, index, len as u64);
                     sys::spdk_bdev_nvme_io_passthru(desc, ch, &raw, ptr, len, Some(io_done), ctx)
                 }
@@ -734,10 +756,7 @@ impl Driver<IoOp> for BdevDriver {
                         return failed(libc::ENOTSUP);
                     }
                     let raw = to_nvme_cmd(cmd);
-                    let (ptr, len) = match buf {
-                        Some(b) => (b.as_mut_ptr().cast::<c_void>(), b.len()),
-                        None => (std::ptr::null_mut(), 0),
-                    };
+                    let (ptr, len) = raw_buffer(buf);
                     self.arm(slot, token, index, len as u64);
                     sys::spdk_bdev_nvme_admin_passthru(desc, ch, &raw, ptr, len, Some(io_done), ctx)
                 }
@@ -996,10 +1015,7 @@ impl BdevDriver {
                 IoKind::NvmePassthru { cmd, buf } => {
                     let mut raw = to_nvme_cmd(cmd);
                     raw.nsid = nsid;
-                    let (ptr, len) = match buf {
-                        Some(b) => (b.as_mut_ptr().cast::<c_void>(), b.len()),
-                        None => (std::ptr::null_mut(), 0),
-                    };
+                    let (ptr, len) = raw_buffer(buf);
                     let Ok(len32) = u32::try_from(len) else {
                         return failed(libc::EINVAL);
                     };
@@ -1046,10 +1062,7 @@ impl BdevDriver {
                 }
                 IoKind::NvmeAdmin { cmd, buf } => {
                     let mut raw = to_nvme_cmd(cmd);
-                    let (ptr, len) = match buf {
-                        Some(b) => (b.as_mut_ptr().cast::<c_void>(), b.len()),
-                        None => (std::ptr::null_mut(), 0),
-                    };
+                    let (ptr, len) = raw_buffer(buf);
                     let Ok(len32) = u32::try_from(len) else {
                         return failed(libc::EINVAL);
                     };
