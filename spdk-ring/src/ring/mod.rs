@@ -49,18 +49,18 @@
 //! the CQ refills it from the backlog in order. Size the CQ (default: twice
 //! the SQ) so that draining once per poll keeps it from filling.
 
-mod bdev_driver;
+mod driver;
 mod entry;
 pub mod opcode;
 
-pub use bdev_driver::MAX_IOVECS;
+pub use driver::MAX_IOVECS;
 pub use entry::{Completion, Entry, IoFailure, NvmeCommand, PushError};
 
 use crate::bdev::BdevDesc;
 use crate::error::{Errno, Error, Result};
 use crate::queue::{QueueConfig, RingQueue, TargetId};
 use crate::thread::SpdkThread;
-use bdev_driver::{BdevDriver, Event, Inbox};
+use driver::{Event, Inbox, SpdkDriver};
 use std::mem::ManuallyDrop;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -104,7 +104,7 @@ impl EntryFootprint {
             sq_entry: size_of::<crate::queue::Submission<entry::IoOp>>(),
             cq_entry: size_of::<crate::queue::Completion<entry::IoOp>>(),
             in_flight_slot: crate::queue::RingQueue::<entry::IoOp>::bytes_per_slot()
-                + size_of::<bdev_driver::SlotCtx>(),
+                + size_of::<driver::SlotCtx>(),
         }
     }
 }
@@ -151,7 +151,7 @@ impl RingBuilder {
         let slots = config.max_in_flight as usize;
         let inbox = Box::new(Inbox::with_capacity(slots + 8));
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
-        let driver = BdevDriver::new(ring_id, slots, &*inbox);
+        let driver = SpdkDriver::new(ring_id, slots, &*inbox);
         let ticks_hz = crate::clock::ticks_hz().max(1);
         Ok(Ring {
             queue: ManuallyDrop::new(queue),
@@ -172,7 +172,7 @@ pub struct Ring {
     // Dropped by hand, in this order, only once SPDK has returned every
     // callback; leaked if it never does.
     queue: ManuallyDrop<RingQueue<entry::IoOp>>,
-    driver: ManuallyDrop<BdevDriver>,
+    driver: ManuallyDrop<SpdkDriver>,
     inbox: ManuallyDrop<Box<Inbox>>,
     thread: SpdkThread,
     ring_id: u32,
@@ -273,7 +273,7 @@ impl Ring {
         Ok(())
     }
 
-    fn valid_target_mut(&mut self, target: Target) -> Result<&mut bdev_driver::TargetState> {
+    fn valid_target_mut(&mut self, target: Target) -> Result<&mut driver::TargetState> {
         let ring_id = self.ring_id;
         match self.driver.targets.get_mut(target.index as usize) {
             Some(t) if target.ring_id == ring_id && !t.unregistered => Ok(t),

@@ -1,5 +1,7 @@
-//! The thin SPDK layer under the queue core: maps bdev entries onto
-//! `spdk_bdev_*` calls and SPDK's callbacks onto core events.
+//! The thin SPDK layer under the queue core: maps entries onto
+//! `spdk_bdev_*` calls (bdev targets) or `spdk_nvme_*` commands on the
+//! ring's own qpairs (NVMe namespace targets), and SPDK's callbacks onto
+//! core events.
 //!
 //! Callbacks never touch the core. They append to the [`Inbox`], a
 //! preallocated buffer the ring drains after each `spdk_thread_poll`, so a
@@ -161,7 +163,7 @@ impl TargetState {
     }
 }
 
-pub(crate) struct BdevDriver {
+pub(crate) struct SpdkDriver {
     ring_id: u32,
     /// When the NVMe controllers' admin queues are next processed (ticks).
     next_admin_poll: u64,
@@ -271,8 +273,8 @@ fn blocks_for(buf_len: usize, num_blocks: u32, block_size: u32) -> Result<u64, i
     }
 }
 
-impl BdevDriver {
-    pub(crate) fn new(ring_id: u32, slots: usize, inbox: *const Inbox) -> BdevDriver {
+impl SpdkDriver {
+    pub(crate) fn new(ring_id: u32, slots: usize, inbox: *const Inbox) -> SpdkDriver {
         let slots: Box<[SlotCtx]> = (0..slots)
             .map(|_| SlotCtx {
                 inbox,
@@ -289,7 +291,7 @@ impl BdevDriver {
         let iovecs = (0..slots.len())
             .map(|_| UnsafeCell::new([empty; MAX_IOVECS]))
             .collect();
-        BdevDriver {
+        SpdkDriver {
             ring_id,
             next_admin_poll: 0,
             enomem_retries: 0,
@@ -542,7 +544,7 @@ impl BdevDriver {
     }
 }
 
-impl Driver<IoOp> for BdevDriver {
+impl Driver<IoOp> for SpdkDriver {
     fn start(&mut self, token: Token, target: TargetId, op: &mut IoOp) -> StartOutcome {
         let index = target.0;
         if op.target_ring != self.ring_id {
@@ -902,7 +904,7 @@ fn nvme_failure(cpl: &sys::spdk_nvme_cpl) -> IoError {
     }
 }
 
-impl BdevDriver {
+impl SpdkDriver {
     /// Starts an entry on an NVMe namespace target.
     fn start_nvme(&mut self, token: Token, index: u32, op: &mut IoOp) -> StartOutcome {
         let t = &self.targets[index as usize];
