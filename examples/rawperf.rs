@@ -119,26 +119,14 @@ fn main() {
 #[cfg(spdk)]
 fn run(o: &perf::Options) -> Result<perf::Report, String> {
     use perf::{Pattern, Report};
-    use spdk_ring::{clock, BdevDesc, DmaBuf, LogLevel, OpenMode, SpdkRuntime};
+    use spdk_ring::{clock, BdevDesc, DmaBuf};
 
     if o.cores()?.len() != 1 {
         return Err("-m: rawperf runs on one core".into());
     }
     let err = |e: spdk_ring::Error| e.to_string();
-    let rt = SpdkRuntime::builder()
-        .name("rawperf")
-        .core_mask(o.core_mask.clone())
-        .no_huge(o.no_huge)
-        .mem_size_mb(o.mem_mb)
-        .log_level(LogLevel::Error)
-        .json_config(o.config_text()?)
-        .build()
-        .map_err(err)?;
-    let mode = if o.read_percent == 100 {
-        OpenMode::ReadOnly
-    } else {
-        OpenMode::ReadWrite
-    };
+    let rt = o.start_runtime("rawperf")?;
+    let mode = o.open_mode();
     let desc =
         BdevDesc::open(&o.bdev, mode).map_err(|e| format!("{e}: name an existing bdev with -T"))?;
     let ch = desc.io_channel().map_err(err)?;

@@ -48,20 +48,12 @@ fn main() {
 #[cfg(spdk)]
 fn run(o: &perf::Options) -> Result<Vec<perf::Report>, String> {
     use perf::{Histogram, Report};
-    use spdk_ring::{Bdev, LogLevel, SpdkRuntime, SpdkThread};
+    use spdk_ring::{Bdev, SpdkThread};
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
 
     let cores = o.cores()?;
-    let rt = SpdkRuntime::builder()
-        .name("ringperf")
-        .core_mask(o.core_mask.clone())
-        .no_huge(o.no_huge)
-        .mem_size_mb(o.mem_mb)
-        .log_level(LogLevel::Error)
-        .json_config(o.config_text()?)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = o.start_runtime("ringperf")?;
     match o.nvme_target() {
         Some(Err(e)) => return Err(e),
         Some(Ok(_)) => {}
@@ -128,7 +120,7 @@ fn job(
 ) -> Result<perf::Report, String> {
     use perf::{Histogram, Pattern, Report};
     use spdk_ring::nvme::{ControllerOptions, NvmeController, TransportId};
-    use spdk_ring::{clock, opcode, BdevDesc, DmaBuf, OpenMode, Ring};
+    use spdk_ring::{clock, opcode, BdevDesc, DmaBuf, Ring};
     use std::sync::atomic::Ordering;
 
     let err = |e: spdk_ring::Error| e.to_string();
@@ -154,11 +146,7 @@ fn job(
             (target, geometry.0, geometry.1)
         }
         None => {
-            let mode = if o.read_percent == 100 {
-                OpenMode::ReadOnly
-            } else {
-                OpenMode::ReadWrite
-            };
+            let mode = o.open_mode();
             let desc = BdevDesc::open(&o.bdev, mode).map_err(err)?;
             let bdev = desc.bdev();
             let target = ring.register_bdev(&desc).map_err(err)?;

@@ -159,6 +159,28 @@ impl Options {
         }
     }
 
+    /// Starts SPDK embedded as the options say (core mask, memory, config).
+    pub fn start_runtime(&self, name: &str) -> Result<spdk_ring::SpdkRuntime, String> {
+        spdk_ring::SpdkRuntime::builder()
+            .name(name)
+            .core_mask(self.core_mask.clone())
+            .no_huge(self.no_huge)
+            .mem_size_mb(self.mem_mb)
+            .log_level(spdk_ring::LogLevel::Error)
+            .json_config(self.config_text()?)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Read-only unless the workload writes.
+    pub fn open_mode(&self) -> spdk_ring::OpenMode {
+        if self.read_percent == 100 {
+            spdk_ring::OpenMode::ReadOnly
+        } else {
+            spdk_ring::OpenMode::ReadWrite
+        }
+    }
+
     /// Cores of the mask, lowest first.
     pub fn cores(&self) -> Result<Vec<usize>, String> {
         let hex = self
