@@ -850,6 +850,51 @@ mod nvme_ring {
     }
 
     #[test]
+    fn admin_completions_reaped_by_another_thread_reach_the_ring() {
+        use std::sync::mpsc;
+        let mut r = ns_rig("nvme-admin-owner");
+        let (go, started) = mpsc::channel::<()>();
+        let (finished, done_reaping) = mpsc::channel::<u32>();
+        // Another thread connected to the same controller processes its
+        // admin queue while our command is in flight, running our callback.
+        let reaper = std::thread::spawn(move || {
+            let _thread = SpdkThread::attach("nvme-admin-reaper").unwrap();
+            let trid = TransportId::tcp("127.0.0.1", target().port, NQN).unwrap();
+            let ctrlr = NvmeController::connect(&trid, &ControllerOptions::default()).unwrap();
+            started.recv().unwrap();
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+            let mut reaped = 0;
+            while std::time::Instant::now() < until {
+                reaped += ctrlr.process_admin_completions().unwrap();
+            }
+            finished.send(reaped).unwrap();
+        });
+        let identify = NvmeCommand {
+            opcode: 0x06,
+            cdw10: 1,
+            ..Default::default()
+        };
+        r.ring
+            .push(
+                opcode::NvmeAdminRaw::new(r.target, identify)
+                    .buf(DmaBuf::alloc_zeroed(4096, 0).unwrap())
+                    .build()
+                    .user_data(7),
+            )
+            .unwrap();
+        r.ring.submit();
+        go.send(()).unwrap();
+        // It completed our command (among whatever else was pending).
+        assert!(done_reaping.recv().unwrap() >= 1);
+        reaper.join().unwrap();
+        r.ring.submit_and_wait(1, WAIT).unwrap();
+        let mut done = r.ring.next_completion().unwrap();
+        assert_eq!((done.user_data(), done.result()), (7, Ok(4096)));
+        let data = done.take_buf().unwrap();
+        assert_eq!(String::from_utf8_lossy(&data[24..38]), "spdk-ring test");
+    }
+
+    #[test]
     fn cancel_of_an_in_flight_nvme_command_requests_an_abort() {
         fixture_with(super::nvme_bdev::with_nvme_controller);
         let _thread = SpdkThread::attach("nvme-cancel").unwrap();
@@ -888,5 +933,16 @@ mod nvme_ring {
                 assert_eq!((status.sct, status.sc), (0, 0x07));
             }
         }
+        // The target tears the aborted command's qpair down for a while
+        // after the host frees it, and rejects a connect reusing its queue
+        // id meanwhile: a new registration must still succeed at once.
+        drop(ring);
+        let mut ring = Ring::new(8).unwrap();
+        let fast = ring.register_nvme_namespace(&ctrlr, 1, None).unwrap();
+        let done = super::run_one(
+            &mut ring,
+            opcode::NvmeRead::new(fast, DmaBuf::alloc(512, 0).unwrap(), 0).build(),
+        );
+        assert_eq!(done.result(), Ok(512));
     }
 }

@@ -12,6 +12,7 @@ pub struct Errno(pub i32);
 impl Errno {
     pub const EPERM: Errno = Errno(libc::EPERM);
     pub const ENOENT: Errno = Errno(libc::ENOENT);
+    pub const ENXIO: Errno = Errno(libc::ENXIO);
     pub const EIO: Errno = Errno(libc::EIO);
     pub const EBADF: Errno = Errno(libc::EBADF);
     pub const ENOMEM: Errno = Errno(libc::ENOMEM);

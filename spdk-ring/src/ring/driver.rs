@@ -19,8 +19,10 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
-/// Tries at allocating an NVMe I/O qpair (20 ms apart) before giving up.
-const QPAIR_ALLOC_ATTEMPTS: u32 = 50;
+/// Queue ids set aside after a rejected qpair connect, before waiting instead.
+const QPAIR_QIDS_SKIPPED: usize = 4;
+/// How long qpair allocation keeps retrying a rejected connect.
+const QPAIR_ALLOC_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Most buffers one vectored entry may carry.
 pub const MAX_IOVECS: usize = 32;
@@ -45,6 +47,18 @@ pub(crate) struct Inbox {
     /// Set if a callback body panicked (the panic is contained there and
     /// re-raised by the ring on the caller's side).
     pub(crate) callback_panicked: Cell<bool>,
+    /// Completions of admin commands, which arrive on whichever thread
+    /// processes the controller's admin queue.
+    pub(crate) admin: AdminMailbox,
+}
+
+/// The thread-safe part of the inbox. A controller's admin queue is shared
+/// by every thread using the controller, and any of them (another ring, or
+/// a caller of `NvmeController::process_admin_completions`) may run our
+/// admin callbacks; admin commands are rare, so a lock is fine here.
+pub(crate) struct AdminMailbox {
+    pub(crate) done: std::sync::Mutex<Vec<Event>>,
+    pub(crate) callback_panicked: std::sync::atomic::AtomicBool,
 }
 
 impl Inbox {
@@ -52,7 +66,26 @@ impl Inbox {
         Inbox {
             events: RefCell::new(VecDeque::with_capacity(n)),
             callback_panicked: Cell::new(false),
+            admin: AdminMailbox {
+                done: std::sync::Mutex::new(Vec::new()),
+                callback_panicked: std::sync::atomic::AtomicBool::new(false),
+            },
         }
+    }
+
+    /// Moves finished admin commands into `events`; returns how many.
+    pub(crate) fn collect_admin(&self) -> u32 {
+        let mut done = self.admin.done.lock().unwrap_or_else(|e| e.into_inner());
+        let n = done.len() as u32;
+        self.events.borrow_mut().extend(done.drain(..));
+        if self
+            .admin
+            .callback_panicked
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.callback_panicked.set(true);
+        }
+        n
     }
 
     fn post(&self, event: Event) {
@@ -97,9 +130,6 @@ pub(crate) struct NvmeQueue {
     pub(crate) failed: bool,
     /// A submission answered ENOMEM; unblock when requests come back.
     nomem: bool,
-    /// Admin commands submitted and (probably) not yet completed: while
-    /// any, the admin queue is processed on every poll.
-    admin_outstanding: u32,
     ctrlr: NvmeController,
 }
 
@@ -167,6 +197,9 @@ pub(crate) struct SpdkDriver {
     ring_id: u32,
     /// When the NVMe controllers' admin queues are next processed (ticks).
     next_admin_poll: u64,
+    /// Admin commands submitted and not yet collected: while any, admin
+    /// queues are processed on every poll.
+    admin_in_flight: u32,
     /// Submissions SPDK refused with ENOMEM (each retried later).
     pub(crate) enomem_retries: u64,
     pub(crate) targets: Vec<TargetState>,
@@ -294,6 +327,7 @@ impl SpdkDriver {
         SpdkDriver {
             ring_id,
             next_admin_poll: 0,
+            admin_in_flight: 0,
             enomem_retries: 0,
             targets: Vec::new(),
             slots,
@@ -354,28 +388,7 @@ impl SpdkDriver {
             opts.io_queue_size = n;
             opts.io_queue_requests = n;
         }
-        // A fabrics target tears a freed qpair down asynchronously, and
-        // rejects a new connection reusing its queue id until it has
-        // ("duplicate QID"): that failure is transient, so retry briefly.
-        let mut attempts = 0;
-        let qpair = loop {
-            // SAFETY: as above; opts is initialised.
-            let qpair = unsafe {
-                sys::spdk_nvme_ctrlr_alloc_io_qpair(
-                    ctrlr.as_ptr(),
-                    &opts,
-                    std::mem::size_of_val(&opts),
-                )
-            };
-            if let Some(qpair) = NonNull::new(qpair) {
-                break qpair;
-            }
-            attempts += 1;
-            if attempts == QPAIR_ALLOC_ATTEMPTS {
-                return Err(Error::Errno(crate::error::Errno::ENOMEM));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
+        let qpair = alloc_io_qpair(ctrlr, &opts)?;
         let index = self.targets.len() as u32;
         self.targets.push(TargetState {
             nvme: Some(NvmeQueue {
@@ -384,7 +397,6 @@ impl SpdkDriver {
                 nsid,
                 failed: false,
                 nomem: false,
-                admin_outstanding: 0,
                 ctrlr: ctrlr.clone(),
             }),
             channel: None,
@@ -464,19 +476,20 @@ impl SpdkDriver {
                 });
             }
             let now = *admin_due.get_or_insert_with(crate::clock::ticks);
-            if q.admin_outstanding > 0 || now >= self.next_admin_poll {
-                // Also keep-alive. The count includes SPDK's own admin
-                // commands, so it may reach 0 early; the periodic poll then
-                // finishes ours within 10 ms.
-                if let Ok(n) = q.ctrlr.process_admin_completions() {
-                    q.admin_outstanding = q.admin_outstanding.saturating_sub(n);
-                }
+            if self.admin_in_flight > 0 || now >= self.next_admin_poll {
+                // Also keep-alive. Errors show on the qpair.
+                let _ = q.ctrlr.process_admin_completions();
             }
         }
         if let Some(now) = admin_due {
             if now >= self.next_admin_poll {
                 self.next_admin_poll = now + crate::clock::ticks_hz() / 100;
             }
+        }
+        if self.admin_in_flight > 0 {
+            // Ours may have been completed by another thread, too.
+            // SAFETY: as above.
+            self.admin_in_flight -= unsafe { &*self.inbox }.collect_admin();
         }
     }
 
@@ -873,6 +886,40 @@ unsafe extern "C" fn nvme_done(ctx: *mut c_void, cpl: *const sys::spdk_nvme_cpl)
     }
 }
 
+/// Admin commands' callback: may run on any thread (see [`AdminMailbox`]).
+unsafe extern "C" fn nvme_admin_done(ctx: *mut c_void, cpl: *const sys::spdk_nvme_cpl) {
+    // SAFETY: ctx is a SlotCtx of a live ring (the ring waits for its admin
+    // commands before freeing slots); cpl is valid during the callback. The
+    // slot's fields were written before submission and are only read while
+    // the command is in flight; SPDK's controller lock, taken by submission
+    // and by admin processing, orders those writes before these reads.
+    let (slot, cpl) = unsafe { (&*(ctx as *const SlotCtx), &*cpl) };
+    // SAFETY: only the Sync mailbox of the inbox is touched from here.
+    let mailbox = unsafe { &*std::ptr::addr_of!((*slot.inbox).admin) };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let result = if sys::spdk_nvme_cpl_is_error(cpl) {
+            Err(nvme_failure(cpl))
+        } else {
+            Ok(slot.bytes.get())
+        };
+        let event = Event::Done {
+            token: slot.token.get(),
+            target: slot.target.get(),
+            result,
+        };
+        mailbox
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+    }));
+    if outcome.is_err() {
+        mailbox
+            .callback_panicked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 unsafe extern "C" fn nvme_abort_done(_ctx: *mut c_void, _cpl: *const sys::spdk_nvme_cpl) {
     // The aborted command completes through its own callback.
 }
@@ -1075,7 +1122,7 @@ impl SpdkDriver {
                         &mut raw,
                         ptr,
                         len32,
-                        Some(nvme_done),
+                        Some(nvme_admin_done),
                         ctx,
                     )
                 }
@@ -1088,8 +1135,8 @@ impl SpdkDriver {
             0 => {
                 let t = &mut self.targets[index as usize];
                 t.in_flight += 1;
-                if let (true, Some(q)) = (admin, t.nvme.as_mut()) {
-                    q.admin_outstanding += 1;
+                if admin {
+                    self.admin_in_flight += 1;
                 }
                 StartOutcome::Started
             }
@@ -1169,4 +1216,52 @@ mod nvme_cmd_layout {
             [10, 11, 12, 13, 14, 15]
         );
     }
+}
+
+/// Allocates and connects an I/O qpair, riding out a fabrics target that
+/// still holds a queue id the host has freed.
+///
+/// The host hands out the lowest free queue id, but a target tears a
+/// disconnected qpair down asynchronously (seconds, if it was aborting a
+/// command) and until then rejects a connect reusing its id ("duplicate
+/// QID"). So after a failure the lowest free id is set aside and the next
+/// attempt gets a different one; past a few, attempts wait 20 ms apart.
+/// The set-aside ids are returned before this function returns.
+fn alloc_io_qpair(
+    ctrlr: &NvmeController,
+    opts: &sys::spdk_nvme_io_qpair_opts,
+) -> crate::error::Result<NonNull<sys::spdk_nvme_qpair>> {
+    let deadline = std::time::Instant::now() + QPAIR_ALLOC_BUDGET;
+    let mut skipped: Vec<u16> = Vec::new();
+    let result = loop {
+        // SAFETY: the controller is attached (we hold it); opts is
+        // initialised and its true size is passed.
+        let qpair = unsafe {
+            sys::spdk_nvme_ctrlr_alloc_io_qpair(ctrlr.as_ptr(), opts, std::mem::size_of_val(opts))
+        };
+        if let Some(qpair) = NonNull::new(qpair) {
+            break Ok(qpair);
+        }
+        // SAFETY: as above.
+        if unsafe { sys::spdk_nvme_ctrlr_is_failed(ctrlr.as_ptr()) } {
+            break Err(crate::error::Error::Errno(crate::error::Errno::ENXIO));
+        }
+        if std::time::Instant::now() >= deadline {
+            break Err(crate::error::Error::Errno(crate::error::Errno::ENOMEM));
+        }
+        if skipped.len() < QPAIR_QIDS_SKIPPED {
+            // SAFETY: as above; the id is returned with free_qid below.
+            let qid = unsafe { sys::spdk_nvme_ctrlr_alloc_qid(ctrlr.as_ptr()) };
+            if let Ok(qid) = u16::try_from(qid) {
+                skipped.push(qid);
+                continue;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    for qid in skipped {
+        // SAFETY: qid came from spdk_nvme_ctrlr_alloc_qid on this controller.
+        unsafe { sys::spdk_nvme_ctrlr_free_qid(ctrlr.as_ptr(), qid) };
+    }
+    result
 }
