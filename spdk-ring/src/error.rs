@@ -193,6 +193,9 @@ pub enum Error {
     /// No NVMe controller could be attached at this transport id.
     #[error("could not attach an NVMe controller at {trid}; SPDK's log above says why")]
     NvmeConnect { trid: String },
+    /// The object is still in use by other handles or in-flight entries.
+    #[error("busy: {0}")]
+    Busy(String),
     /// A JSON configuration file could not be read.
     #[error("cannot read JSON config {path}: {message}")]
     ConfigFile { path: String, message: String },

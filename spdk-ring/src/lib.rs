@@ -45,6 +45,8 @@ pub mod app;
 #[cfg(spdk)]
 pub mod bdev;
 #[cfg(spdk)]
+pub mod blob;
+#[cfg(spdk)]
 pub mod clock;
 #[cfg(spdk)]
 pub mod dma;

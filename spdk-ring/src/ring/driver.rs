@@ -19,6 +19,9 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
+#[path = "blob_io.rs"]
+pub(crate) mod blob_io;
+
 /// Queue ids set aside after a rejected qpair connect, before waiting instead.
 const QPAIR_QIDS_SKIPPED: usize = 4;
 /// How long qpair allocation keeps retrying a rejected connect.
@@ -184,6 +187,8 @@ pub(crate) struct TargetState {
     pub(crate) unregistered: bool,
     pub(crate) in_flight: u32,
     wait: Box<WaitCtx>,
+    /// For blobstore targets (no channel, descriptor or bdev).
+    pub(crate) blob: Option<blob_io::BlobTarget>,
 }
 
 impl TargetState {
@@ -206,6 +211,8 @@ pub(crate) struct SpdkDriver {
     pub(crate) slots: Box<[SlotCtx]>,
     iovecs: Box<[SlotIovecs]>,
     inbox: *const Inbox,
+    /// Per-slot state of blob calls, once a blobstore is registered.
+    blob: Option<blob_io::BlobState>,
 }
 
 unsafe extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, ctx: *mut c_void) {
@@ -333,6 +340,7 @@ impl SpdkDriver {
             slots,
             iovecs,
             inbox,
+            blob: None,
         }
     }
 
@@ -355,6 +363,7 @@ impl SpdkDriver {
             unregistered: false,
             in_flight: 0,
             wait: WaitCtx::new(self.inbox, index),
+            blob: None,
         });
         index
     }
@@ -419,6 +428,7 @@ impl SpdkDriver {
             unregistered: false,
             in_flight: 0,
             wait: WaitCtx::new(self.inbox, index),
+            blob: None,
         });
         Ok(index)
     }
@@ -568,6 +578,15 @@ impl Driver<IoOp> for SpdkDriver {
         };
         if t.unregistered {
             return failed(libc::EBADF);
+        }
+        if t.blob.is_some() {
+            return match &mut op.kind {
+                IoKind::Blob(blob_op) => self.start_blob(token, index, blob_op),
+                _ => failed(libc::EINVAL),
+            };
+        }
+        if let IoKind::Blob(_) = op.kind {
+            return failed(libc::EINVAL);
         }
         if t.nvme.is_some() {
             return self.start_nvme(token, index, op);
@@ -775,6 +794,7 @@ impl Driver<IoOp> for SpdkDriver {
                     self.arm(slot, token, index, len as u64);
                     sys::spdk_bdev_nvme_admin_passthru(desc, ch, &raw, ptr, len, Some(io_done), ctx)
                 }
+                IoKind::Blob(_) => return failed(libc::EINVAL),
                 IoKind::Raw {
                     ptr,
                     len,
@@ -1129,6 +1149,7 @@ impl SpdkDriver {
                 IoKind::Readv { .. } | IoKind::Writev { .. } | IoKind::Reset => {
                     return failed(libc::ENOTSUP)
                 }
+                IoKind::Blob(_) => return failed(libc::EINVAL),
             }
         };
         match rc {

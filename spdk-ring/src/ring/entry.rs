@@ -151,6 +151,7 @@ pub(crate) enum IoKind {
         len: usize,
         offset_blocks: u64,
     },
+    Blob(super::driver::blob_io::BlobOp),
 }
 
 /// Why an entry failed: the errno, and for NVMe-backed targets the NVMe
@@ -252,6 +253,19 @@ impl Completion {
                 }
             }
             IoKind::NvmePassthru { buf, .. } | IoKind::NvmeAdmin { buf, .. } => buf.take(),
+            IoKind::Blob(op) if op.has_single_buffer() => match self.op.take()?.kind {
+                IoKind::Blob(op) => op.into_buf(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Takes the blob a successful [`BlobOpen`](super::opcode::BlobOpen)
+    /// opened. A blob not taken is closed when the completion is dropped.
+    pub fn take_blob(&mut self) -> Option<crate::blob::Blob> {
+        match &mut self.op.as_mut()?.kind {
+            IoKind::Blob(op) => op.take_blob(),
             _ => None,
         }
     }
@@ -264,6 +278,7 @@ impl Completion {
         };
         match &mut op.kind {
             IoKind::Readv { bufs, .. } | IoKind::Writev { bufs, .. } => std::mem::take(bufs),
+            IoKind::Blob(op) if !op.has_single_buffer() => op.take_bufs(),
             _ => self.take_buf().into_iter().collect(),
         }
     }

@@ -245,6 +245,25 @@ impl Ring {
         })
     }
 
+    /// Registers a blobstore: the ring takes its own I/O channel on the
+    /// store now. Blob entries (data and metadata) name the returned target;
+    /// the registration keeps the store loaded until the ring is dropped or
+    /// the target unregistered.
+    pub fn register_blobstore(&mut self, store: &crate::blob::Blobstore) -> Result<Target> {
+        if self.driver.targets.len() >= self.queue.config().max_targets as usize {
+            return Err(Error::InvalidArgument(format!(
+                "ring already has {} targets registered (RingBuilder::max_targets)",
+                self.driver.targets.len()
+            )));
+        }
+        let index = self.driver.add_blob_target(store)?;
+        self.inbox.events.borrow_mut().reserve(1);
+        Ok(Target {
+            ring_id: self.ring_id,
+            index,
+        })
+    }
+
     /// True once an NVMe target's queue pair failed (transport loss): its
     /// new entries complete `ENXIO`.
     pub fn is_failed(&self, target: Target) -> bool {
@@ -323,6 +342,7 @@ impl Ring {
         self.queue.submit(&mut *self.driver, now);
         self.thread.poll();
         self.driver.poll_nvme();
+        self.driver.poll_blob();
         self.process_events();
         self.queue.advance(&mut *self.driver, now);
         self.queue.cq_len()
@@ -451,6 +471,7 @@ impl Drop for Ring {
             }
             self.thread.poll();
             self.driver.poll_nvme();
+            self.driver.poll_blob();
             self.drain_inbox();
         }
         // SAFETY: SPDK holds nothing of ours any more (quiescent: no I/O in

@@ -15,6 +15,13 @@ use crate::dma::DmaBuf;
 use crate::queue::{EntryKind, Submission};
 use std::time::Duration;
 
+#[path = "blob_opcode.rs"]
+mod blob;
+pub use blob::{
+    BlobClose, BlobCreate, BlobDelete, BlobOpen, BlobRead, BlobReadv, BlobResize,
+    BlobSyncMetadata, BlobUnmap, BlobWrite, BlobWriteZeroes, BlobWritev,
+};
+
 fn io_entry(target: Target, kind: IoKind) -> Entry {
     Entry::from_submission(Submission::io(
         super::TargetId(target.index),

@@ -1,0 +1,676 @@
+//! Blobstore targets: blob data and metadata entries mapped onto
+//! `spdk_blob_io_*` and `spdk_bs_*`/`spdk_blob_*` calls.
+//!
+//! SPDK reports blob errors, ENOMEM included, only through the callback,
+//! which may run inside the submitting call. Each in-flight slot therefore
+//! has a [`BlobSlot`] that tells the callback whether it runs inside our
+//! submit (`in_submit`): an ENOMEM there makes `start` answer `NoMem`, so
+//! the core keeps the entry first in its target's line and retries it in
+//! order; an ENOMEM that arrives later queues the slot for re-issue from
+//! the call recorded in [`BlobCall`], and the target takes no new entries
+//! until those are re-issued. ENOMEM never reaches the caller.
+
+use super::{failed, Event, SlotCtx, SpdkDriver, MAX_IOVECS};
+use crate::blob::{Blob, BlobId, PreparedBlobOpts, StoreInner};
+use crate::dma::DmaBuf;
+use crate::queue::{IoError, StartOutcome, Token};
+use spdk_ring_sys as sys;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+/// `io_units` of a blob I/O that covers its whole buffer.
+pub(crate) const WHOLE_BUFFER_UNITS: u64 = u64::MAX;
+
+/// A blob entry's payload; buffers and blob handles live here in flight.
+pub(crate) enum BlobOp {
+    Read {
+        blob: Blob,
+        buf: DmaBuf,
+        offset: u64,
+        units: u64,
+    },
+    Write {
+        blob: Blob,
+        buf: DmaBuf,
+        offset: u64,
+        units: u64,
+    },
+    Readv {
+        blob: Blob,
+        bufs: Vec<DmaBuf>,
+        offset: u64,
+        units: u64,
+    },
+    Writev {
+        blob: Blob,
+        bufs: Vec<DmaBuf>,
+        offset: u64,
+        units: u64,
+    },
+    Unmap {
+        blob: Blob,
+        offset: u64,
+        units: u64,
+    },
+    WriteZeroes {
+        blob: Blob,
+        offset: u64,
+        units: u64,
+    },
+    Create {
+        opts: Box<PreparedBlobOpts>,
+    },
+    Open {
+        id: BlobId,
+        opened: OpenedBlob,
+    },
+    Resize {
+        blob: Blob,
+        clusters: u64,
+    },
+    SyncMetadata {
+        blob: Blob,
+    },
+    Delete {
+        id: BlobId,
+    },
+    Close {
+        blob: Blob,
+    },
+}
+
+impl std::fmt::Debug for BlobOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            BlobOp::Read { .. } => "BlobRead",
+            BlobOp::Write { .. } => "BlobWrite",
+            BlobOp::Readv { .. } => "BlobReadv",
+            BlobOp::Writev { .. } => "BlobWritev",
+            BlobOp::Unmap { .. } => "BlobUnmap",
+            BlobOp::WriteZeroes { .. } => "BlobWriteZeroes",
+            BlobOp::Create { .. } => "BlobCreate",
+            BlobOp::Open { .. } => "BlobOpen",
+            BlobOp::Resize { .. } => "BlobResize",
+            BlobOp::SyncMetadata { .. } => "BlobSyncMetadata",
+            BlobOp::Delete { .. } => "BlobDelete",
+            BlobOp::Close { .. } => "BlobClose",
+        };
+        f.write_str(name)
+    }
+}
+
+impl BlobOp {
+    pub(crate) fn has_single_buffer(&self) -> bool {
+        matches!(self, BlobOp::Read { .. } | BlobOp::Write { .. })
+    }
+
+    pub(crate) fn into_buf(self) -> Option<DmaBuf> {
+        match self {
+            BlobOp::Read { buf, .. } | BlobOp::Write { buf, .. } => Some(buf),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn take_bufs(&mut self) -> Vec<DmaBuf> {
+        match self {
+            BlobOp::Readv { bufs, .. } | BlobOp::Writev { bufs, .. } => std::mem::take(bufs),
+            _ => Vec::new(),
+        }
+    }
+
+    fn data_kind(&self) -> Option<DataKind> {
+        Some(match self {
+            BlobOp::Read { .. } => DataKind::Read,
+            BlobOp::Write { .. } => DataKind::Write,
+            BlobOp::Readv { .. } => DataKind::Readv,
+            BlobOp::Writev { .. } => DataKind::Writev,
+            BlobOp::Unmap { .. } => DataKind::Unmap,
+            BlobOp::WriteZeroes { .. } => DataKind::WriteZeroes,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn take_blob(&mut self) -> Option<Blob> {
+        match self {
+            BlobOp::Open { opened, .. } => opened.take(),
+            _ => None,
+        }
+    }
+}
+
+/// Where a `BlobOpen` callback leaves the opened blob until the caller
+/// takes it from the completion; closed if nobody does.
+pub(crate) struct OpenedBlob {
+    store: Rc<StoreInner>,
+    /// Boxed so its address stays fixed while the entry moves.
+    blob: Box<Cell<*mut sys::spdk_blob>>,
+}
+
+impl OpenedBlob {
+    pub(crate) fn new(store: Rc<StoreInner>) -> OpenedBlob {
+        OpenedBlob {
+            store,
+            blob: Box::new(Cell::new(std::ptr::null_mut())),
+        }
+    }
+
+    fn take(&mut self) -> Option<Blob> {
+        let blob = NonNull::new(self.blob.replace(std::ptr::null_mut()))?;
+        Some(Blob::adopt(blob, self.store.clone()))
+    }
+}
+
+impl Drop for OpenedBlob {
+    fn drop(&mut self) {
+        // An opened blob nobody took is closed (by Blob's drop).
+        drop(self.take());
+    }
+}
+
+/// A registered blobstore: the store (kept loaded) and this ring's I/O
+/// channel on it.
+pub(crate) struct BlobTarget {
+    pub(crate) store: Rc<StoreInner>,
+    channel: NonNull<sys::spdk_io_channel>,
+    io_unit: u64,
+    /// `start` answered `NoMem`; the target is unblocked when its in-flight
+    /// count drops below `nomem_in_flight` (or reaches zero).
+    nomem: bool,
+    nomem_in_flight: u32,
+}
+
+impl Drop for BlobTarget {
+    fn drop(&mut self) {
+        // SAFETY: allocated on this thread for this store; freed once, when
+        // nothing is in flight on it (targets drop after the ring quiesced).
+        unsafe { sys::spdk_bs_free_io_channel(self.channel.as_ptr()) };
+    }
+}
+
+/// How to re-issue a blob data call after an asynchronous ENOMEM. The
+/// pointers stay valid: the entry (blob handle, buffers, iovecs) is in
+/// flight until it completes.
+#[derive(Clone, Copy)]
+enum BlobCall {
+    None,
+    Data {
+        kind: DataKind,
+        blob: *mut sys::spdk_blob,
+        channel: *mut sys::spdk_io_channel,
+        payload: *mut c_void,
+        iovcnt: i32,
+        offset: u64,
+        units: u64,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DataKind {
+    Read,
+    Write,
+    Readv,
+    Writev,
+    Unmap,
+    WriteZeroes,
+}
+
+/// Per in-flight slot: the callback argument of blob calls.
+pub(crate) struct BlobSlot {
+    slot: *const SlotCtx,
+    index: u32,
+    in_submit: Cell<bool>,
+    nomem: Cell<bool>,
+    call: Cell<BlobCall>,
+    /// A `BlobOpen`'s destination.
+    opened: Cell<*const Cell<*mut sys::spdk_blob>>,
+    retry: *const RefCell<VecDeque<u32>>,
+}
+
+/// The driver's blob state, created with the first blobstore registration.
+pub(crate) struct BlobState {
+    slots: Box<[BlobSlot]>,
+    /// Slots whose call hit ENOMEM after the submit returned, oldest first.
+    retry: Box<RefCell<VecDeque<u32>>>,
+}
+
+impl SpdkDriver {
+    /// Registers a blobstore: a new I/O channel on this thread.
+    pub(crate) fn add_blob_target(
+        &mut self,
+        store: &crate::blob::Blobstore,
+    ) -> crate::error::Result<u32> {
+        let inner = store.inner.clone();
+        // SAFETY: the store is loaded; we are on an SPDK thread.
+        let channel = unsafe { sys::spdk_bs_alloc_io_channel(inner.as_ptr()) };
+        let channel = NonNull::new(channel).ok_or(crate::Error::Errno(crate::Errno::ENOMEM))?;
+        if self.blob.is_none() {
+            let retry = Box::new(RefCell::new(VecDeque::with_capacity(self.slots.len())));
+            let slots = self
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(i, slot)| BlobSlot {
+                    slot,
+                    index: i as u32,
+                    in_submit: Cell::new(false),
+                    nomem: Cell::new(false),
+                    call: Cell::new(BlobCall::None),
+                    opened: Cell::new(std::ptr::null()),
+                    retry: &*retry,
+                })
+                .collect();
+            self.blob = Some(BlobState { slots, retry });
+        }
+        let io_unit = store.io_unit_size();
+        let units = store.total_data_clusters() * store.cluster_size() / io_unit.max(1);
+        let index = self.targets.len() as u32;
+        self.targets.push(super::TargetState {
+            nvme: None,
+            channel: None,
+            desc: None,
+            bdev: std::ptr::null_mut(),
+            block_size: io_unit as u32,
+            num_blocks: units,
+            io_types: crate::bdev::IoTypes::empty(),
+            writable: true,
+            nvme_backed: false,
+            removed: false,
+            unregistered: false,
+            in_flight: 0,
+            wait: super::WaitCtx::new(self.inbox, index),
+            blob: Some(BlobTarget {
+                store: inner,
+                channel,
+                io_unit,
+                nomem: false,
+                nomem_in_flight: 0,
+            }),
+        });
+        Ok(index)
+    }
+
+    /// Re-issues calls that hit ENOMEM asynchronously, in order, and
+    /// unblocks blob targets whose memory may be back.
+    pub(crate) fn poll_blob(&mut self) {
+        let Some(state) = &self.blob else { return };
+        loop {
+            let Some(&i) = state.retry.borrow().front() else {
+                break;
+            };
+            let bslot = &state.slots[i as usize];
+            bslot.nomem.set(false);
+            bslot.in_submit.set(true);
+            // SAFETY: the call was recorded by start() for an entry still
+            // in flight (it has not completed: its ENOMEM put it here).
+            unsafe { issue(bslot.call.get(), bslot) };
+            bslot.in_submit.set(false);
+            if bslot.nomem.get() {
+                bslot.nomem.set(false);
+                break;
+            }
+            self.enomem_retries += 1;
+            state.retry.borrow_mut().pop_front();
+        }
+        let retry_empty = state.retry.borrow().is_empty();
+        // SAFETY: the inbox outlives the driver.
+        let inbox = unsafe { &*self.inbox };
+        for (index, t) in self.targets.iter_mut().enumerate() {
+            let in_flight = t.in_flight;
+            let Some(b) = t.blob.as_mut() else { continue };
+            if b.nomem && retry_empty && (in_flight == 0 || in_flight < b.nomem_in_flight) {
+                b.nomem = false;
+                inbox.post(Event::Unblock {
+                    target: index as u32,
+                });
+            }
+        }
+    }
+
+    pub(crate) fn start_blob(&mut self, token: Token, index: u32, op: &mut BlobOp) -> StartOutcome {
+        let retry_pending = self
+            .blob
+            .as_ref()
+            .is_some_and(|s| !s.retry.borrow().is_empty());
+        if retry_pending {
+            // Calls waiting for re-issue go first.
+            return self.blob_nomem(index);
+        }
+        match self.issue_blob(token, index, op) {
+            StartOutcome::NoMem => self.blob_nomem(index),
+            outcome => outcome,
+        }
+    }
+
+    /// Validates and submits one blob entry; `NoMem` if SPDK answered
+    /// ENOMEM inside the call.
+    fn issue_blob(&self, token: Token, index: u32, op: &mut BlobOp) -> StartOutcome {
+        let state = self.blob.as_ref().expect("a blob target exists");
+        let b = self.targets[index as usize]
+            .blob
+            .as_ref()
+            .expect("a blob target");
+        let slot = &self.slots[token.index() as usize];
+        let bslot = &state.slots[token.index() as usize];
+        let ctx = bslot as *const BlobSlot as *mut c_void;
+        let bs = b.store.as_ptr();
+        let io_unit = b.io_unit;
+        let foreign = |blob: &Blob| !Rc::ptr_eq(&blob.inner.store, &b.store);
+        let in_range = |blob: &Blob, offset: u64, units: u64| {
+            // SAFETY: the blob is open (the entry holds it).
+            let size = unsafe { sys::spdk_blob_get_num_io_units(blob.inner.as_ptr()) };
+            units > 0 && offset.checked_add(units).is_some_and(|end| end <= size)
+        };
+        let units_of = |len: usize, units: u64| -> Result<u64, i32> {
+            let len = len as u64;
+            match units {
+                WHOLE_BUFFER_UNITS if len == 0 || len % io_unit != 0 => Err(libc::EINVAL),
+                WHOLE_BUFFER_UNITS => Ok(len / io_unit),
+                n if n.checked_mul(io_unit).is_none_or(|need| need > len) => Err(libc::EINVAL),
+                n => Ok(n),
+            }
+        };
+        let data = |kind, blob: &Blob, payload: *mut c_void, iovcnt: usize, offset, units| {
+            BlobCall::Data {
+                kind,
+                blob: blob.inner.as_ptr(),
+                channel: b.channel.as_ptr(),
+                payload,
+                iovcnt: iovcnt as i32,
+                offset,
+                units,
+            }
+        };
+        // The data call to make, and the bytes a success reports; or a
+        // metadata call, made below.
+        let mut call = BlobCall::None;
+        let mut bytes = 0;
+        let kind = op.data_kind();
+        match op {
+            BlobOp::Read {
+                blob,
+                buf,
+                offset,
+                units,
+            }
+            | BlobOp::Write {
+                blob,
+                buf,
+                offset,
+                units,
+            } => {
+                let kind = kind.expect("a data entry");
+                if foreign(blob) {
+                    return failed(libc::EINVAL);
+                }
+                let n = match units_of(buf.len(), *units) {
+                    Ok(n) => n,
+                    Err(e) => return failed(e),
+                };
+                if !in_range(blob, *offset, n) {
+                    return failed(libc::EINVAL);
+                }
+                bytes = n * io_unit;
+                call = data(kind, blob, buf.as_mut_ptr().cast(), 0, *offset, n);
+            }
+            BlobOp::Readv {
+                blob,
+                bufs,
+                offset,
+                units,
+            }
+            | BlobOp::Writev {
+                blob,
+                bufs,
+                offset,
+                units,
+            } => {
+                let kind = kind.expect("a data entry");
+                if foreign(blob) || bufs.is_empty() || bufs.len() > MAX_IOVECS {
+                    return failed(libc::EINVAL);
+                }
+                let total: usize = bufs.iter().map(DmaBuf::len).sum();
+                let n = match units_of(total, *units) {
+                    Ok(n) => n,
+                    Err(e) => return failed(e),
+                };
+                if !in_range(blob, *offset, n) {
+                    return failed(libc::EINVAL);
+                }
+                // SAFETY: this slot's iovec array; no other entry uses it
+                // while this one is in flight.
+                let iovs = unsafe { &mut *self.iovecs[token.index() as usize].get() };
+                for (iov, buf) in iovs.iter_mut().zip(bufs.iter_mut()) {
+                    *iov = libc::iovec {
+                        iov_base: buf.as_mut_ptr().cast(),
+                        iov_len: buf.len(),
+                    };
+                }
+                bytes = n * io_unit;
+                call = data(kind, blob, iovs.as_mut_ptr().cast(), bufs.len(), *offset, n);
+            }
+            BlobOp::Unmap {
+                blob,
+                offset,
+                units,
+            }
+            | BlobOp::WriteZeroes {
+                blob,
+                offset,
+                units,
+            } => {
+                let kind = kind.expect("a data entry");
+                if foreign(blob) || !in_range(blob, *offset, *units) {
+                    return failed(libc::EINVAL);
+                }
+                call = data(kind, blob, std::ptr::null_mut(), 0, *offset, *units);
+            }
+            BlobOp::Open { opened, .. } if !Rc::ptr_eq(&opened.store, &b.store) => {
+                return failed(libc::EINVAL);
+            }
+            BlobOp::Resize { blob, .. } | BlobOp::SyncMetadata { blob } | BlobOp::Close { blob }
+                if foreign(blob) =>
+            {
+                return failed(libc::EINVAL);
+            }
+            BlobOp::Close { blob } if Rc::strong_count(&blob.inner) > 1 => {
+                // Other handles, or entries in flight, still use it.
+                return failed(libc::EBUSY);
+            }
+            _ => {}
+        }
+        slot.token.set(token);
+        slot.target.set(index);
+        slot.bytes.set(bytes);
+        slot.nvme_backed.set(false);
+        bslot.nomem.set(false);
+        bslot.call.set(call);
+        bslot.in_submit.set(true);
+        // SAFETY (every call): store, blobs and channel are live (held by
+        // the target and the entry, which stays in flight until its
+        // callback ran); buffers were checked against the lengths; ctx is
+        // this entry's stable slot; we are on the store's metadata thread
+        // (the ring and the store are both !Send, so on the same thread).
+        unsafe {
+            match op {
+                BlobOp::Create { opts } => {
+                    sys::spdk_bs_create_blob_ext(bs, opts.as_ptr(), Some(blob_created), ctx)
+                }
+                BlobOp::Open { id, opened } => {
+                    bslot.opened.set(&*opened.blob);
+                    sys::spdk_bs_open_blob(bs, *id, Some(blob_opened), ctx)
+                }
+                BlobOp::Resize { blob, clusters } => {
+                    sys::spdk_blob_resize(blob.inner.as_ptr(), *clusters, Some(blob_md_done), ctx)
+                }
+                BlobOp::SyncMetadata { blob } => {
+                    sys::spdk_blob_sync_md(blob.inner.as_ptr(), Some(blob_md_done), ctx)
+                }
+                BlobOp::Delete { id } => {
+                    sys::spdk_bs_delete_blob(bs, *id, Some(blob_md_done), ctx)
+                }
+                BlobOp::Close { blob } => {
+                    sys::spdk_blob_close(blob.inner.as_ptr(), Some(blob_md_done), ctx)
+                }
+                _ => issue(call, bslot),
+            }
+        }
+        bslot.in_submit.set(false);
+        if bslot.nomem.replace(false) {
+            return StartOutcome::NoMem;
+        }
+        if let BlobOp::Close { blob } = op {
+            // SPDK owns the close now; dropping the handle must not repeat it.
+            blob.inner.mark_closed();
+        }
+        StartOutcome::Started
+    }
+
+    fn blob_nomem(&mut self, index: u32) -> StartOutcome {
+        self.enomem_retries += 1;
+        let t = &mut self.targets[index as usize];
+        let in_flight = t.in_flight;
+        if let Some(b) = t.blob.as_mut() {
+            b.nomem = true;
+            b.nomem_in_flight = in_flight;
+        }
+        StartOutcome::NoMem
+    }
+}
+
+/// Issues a recorded data call.
+///
+/// # Safety
+/// `call` was recorded for an entry in flight, whose blob, channel and
+/// buffers are alive; `bslot` is that entry's slot.
+unsafe fn issue(call: BlobCall, bslot: &BlobSlot) {
+    let BlobCall::Data {
+        kind,
+        blob,
+        channel,
+        payload,
+        iovcnt,
+        offset,
+        units,
+    } = call
+    else {
+        return;
+    };
+    let ctx = bslot as *const BlobSlot as *mut c_void;
+    let cb = Some(blob_io_done as unsafe extern "C" fn(*mut c_void, i32));
+    // SAFETY: the caller's contract.
+    unsafe {
+        match kind {
+            DataKind::Read => sys::spdk_blob_io_read(blob, channel, payload, offset, units, cb, ctx),
+            DataKind::Write => {
+                sys::spdk_blob_io_write(blob, channel, payload, offset, units, cb, ctx)
+            }
+            DataKind::Readv => sys::spdk_blob_io_readv(
+                blob,
+                channel,
+                payload.cast(),
+                iovcnt,
+                offset,
+                units,
+                cb,
+                ctx,
+            ),
+            DataKind::Writev => sys::spdk_blob_io_writev(
+                blob,
+                channel,
+                payload.cast(),
+                iovcnt,
+                offset,
+                units,
+                cb,
+                ctx,
+            ),
+            DataKind::Unmap => sys::spdk_blob_io_unmap(blob, channel, offset, units, cb, ctx),
+            DataKind::WriteZeroes => {
+                sys::spdk_blob_io_write_zeroes(blob, channel, offset, units, cb, ctx)
+            }
+        }
+    }
+}
+
+/// Reports a blob callback's outcome, unless it is an ENOMEM to retry.
+///
+/// # Safety
+/// `bslot` belongs to a live ring and an entry in flight.
+unsafe fn report(bslot: &BlobSlot, bserrno: i32, ok: u64, retry_async: bool) {
+    if bserrno == -libc::ENOMEM {
+        if bslot.in_submit.get() {
+            bslot.nomem.set(true);
+            return;
+        }
+        if retry_async {
+            // SAFETY: the retry queue lives as long as the driver, and is
+            // never borrowed across an SPDK call.
+            unsafe { &*bslot.retry }.borrow_mut().push_back(bslot.index);
+            return;
+        }
+    }
+    // SAFETY: the slot context and inbox outlive every callback.
+    let slot = unsafe { &*bslot.slot };
+    let inbox = unsafe { &*slot.inbox };
+    let result = if bserrno == 0 {
+        Ok(ok)
+    } else {
+        Err(IoError::errno(-bserrno))
+    };
+    inbox.post(Event::Done {
+        token: slot.token.get(),
+        target: slot.target.get(),
+        result,
+    });
+}
+
+unsafe extern "C" fn blob_io_done(ctx: *mut c_void, bserrno: i32) {
+    // SAFETY: ctx is a BlobSlot of a live ring, its entry in flight.
+    let bslot = unsafe { &*(ctx as *const BlobSlot) };
+    // SAFETY: as above.
+    let bytes = unsafe { &*bslot.slot }.bytes.get();
+    contain(bslot, || unsafe { report(bslot, bserrno, bytes, true) });
+}
+
+unsafe extern "C" fn blob_md_done(ctx: *mut c_void, bserrno: i32) {
+    // SAFETY: as in blob_io_done.
+    let bslot = unsafe { &*(ctx as *const BlobSlot) };
+    contain(bslot, || unsafe { report(bslot, bserrno, 0, false) });
+}
+
+unsafe extern "C" fn blob_created(ctx: *mut c_void, id: u64, bserrno: i32) {
+    // SAFETY: as in blob_io_done.
+    let bslot = unsafe { &*(ctx as *const BlobSlot) };
+    contain(bslot, || unsafe { report(bslot, bserrno, id, false) });
+}
+
+unsafe extern "C" fn blob_opened(ctx: *mut c_void, blob: *mut sys::spdk_blob, bserrno: i32) {
+    // SAFETY: as in blob_io_done.
+    let bslot = unsafe { &*(ctx as *const BlobSlot) };
+    contain(bslot, || {
+        if bserrno == 0 {
+            // SAFETY: `opened` points into the entry's boxed OpenedBlob,
+            // alive while the entry is in flight.
+            unsafe { (*bslot.opened.get()).set(blob) };
+            // SAFETY: an open blob.
+            let id = unsafe { sys::spdk_blob_get_id(blob) };
+            unsafe { report(bslot, 0, id, false) }
+        } else {
+            unsafe { report(bslot, bserrno, 0, false) }
+        }
+    });
+}
+
+/// Runs a callback body, containing a panic (re-raised by the ring).
+fn contain(bslot: &BlobSlot, body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        // SAFETY: the slot context and inbox outlive every callback.
+        let inbox = unsafe { &*(*bslot.slot).inbox };
+        inbox.callback_panicked.set(true);
+    }
+}
+
+const _: () = assert!(MAX_IOVECS <= i32::MAX as usize);

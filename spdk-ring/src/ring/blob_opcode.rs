@@ -1,0 +1,284 @@
+//! Blob entries, for targets from
+//! [`Ring::register_blobstore`](crate::Ring::register_blobstore).
+//!
+//! Offsets and lengths are in **io units** of the store
+//! ([`Blobstore::io_unit_size`](crate::blob::Blobstore::io_unit_size)).
+//! Without `io_units`, a read or write covers its whole buffer, which must
+//! be a multiple of the io unit. Entries hold their blob, so it stays open
+//! while they are in flight. Errors complete the entry:
+//!
+//! | Condition | errno |
+//! |-----------|-------|
+//! | beyond the blob's size, zero length, buffer too short or not whole io units | `EINVAL` |
+//! | a blob of another store than the target's | `EINVAL` |
+//! | blob entry on a bdev/NVMe target, or bdev entry on a blobstore target | `EINVAL` |
+//! | `BlobOpen`/`BlobDelete` of an id that does not exist | `ENOENT` |
+//! | `BlobDelete` of an open blob, `BlobClose` of a blob other handles hold | `EBUSY` |
+//! | `BlobResize` beyond the free clusters | `ENOSPC` |
+//!
+//! ENOMEM from the blobstore (out of channel operations) is never
+//! reported: the entry waits and is retried in order.
+
+use super::io_entry;
+use crate::blob::{Blob, BlobId, BlobOptions, Blobstore, PreparedBlobOpts};
+use crate::dma::DmaBuf;
+use crate::ring::driver::blob_io::{BlobOp, OpenedBlob, WHOLE_BUFFER_UNITS};
+use crate::ring::entry::IoKind;
+use crate::ring::{Entry, Target};
+
+fn blob_entry(target: Target, op: BlobOp) -> Entry {
+    io_entry(target, IoKind::Blob(op))
+}
+
+macro_rules! blob_buffer_io {
+    ($(#[$doc:meta])* $name:ident, $variant:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            target: Target,
+            blob: Blob,
+            buf: DmaBuf,
+            offset: u64,
+            units: u64,
+        }
+
+        impl $name {
+            /// An I/O of the whole buffer at io unit `offset` of `blob`.
+            pub fn new(target: Target, blob: &Blob, buf: DmaBuf, offset: u64) -> Self {
+                $name { target, blob: blob.clone(), buf, offset, units: WHOLE_BUFFER_UNITS }
+            }
+            /// Transfer only `n` io units (the buffer must hold them).
+            pub fn io_units(mut self, n: u64) -> Self {
+                self.units = n.min(WHOLE_BUFFER_UNITS - 1);
+                self
+            }
+            pub fn build(self) -> Entry {
+                blob_entry(
+                    self.target,
+                    BlobOp::$variant { blob: self.blob, buf: self.buf, offset: self.offset, units: self.units },
+                )
+            }
+        }
+    };
+}
+
+blob_buffer_io!(
+    /// Reads from a blob into a DMA buffer (never-written clusters of a
+    /// thin blob read as zeros); the completion hands the buffer back.
+    BlobRead,
+    Read
+);
+blob_buffer_io!(
+    /// Writes a DMA buffer to a blob (allocating clusters of a thin blob).
+    BlobWrite,
+    Write
+);
+
+macro_rules! blob_vectored_io {
+    ($(#[$doc:meta])* $name:ident, $variant:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            target: Target,
+            blob: Blob,
+            bufs: Vec<DmaBuf>,
+            offset: u64,
+            units: u64,
+        }
+
+        impl $name {
+            /// An I/O over all buffers in order (at most
+            /// [`MAX_IOVECS`](crate::MAX_IOVECS)).
+            pub fn new(target: Target, blob: &Blob, bufs: Vec<DmaBuf>, offset: u64) -> Self {
+                $name { target, blob: blob.clone(), bufs, offset, units: WHOLE_BUFFER_UNITS }
+            }
+            /// Transfer only `n` io units (the buffers must hold them).
+            pub fn io_units(mut self, n: u64) -> Self {
+                self.units = n.min(WHOLE_BUFFER_UNITS - 1);
+                self
+            }
+            pub fn build(self) -> Entry {
+                blob_entry(
+                    self.target,
+                    BlobOp::$variant { blob: self.blob, bufs: self.bufs, offset: self.offset, units: self.units },
+                )
+            }
+        }
+    };
+}
+
+blob_vectored_io!(
+    /// Scatter read from a blob; all buffers come back in the completion.
+    BlobReadv,
+    Readv
+);
+blob_vectored_io!(
+    /// Gather write to a blob; all buffers come back in the completion.
+    BlobWritev,
+    Writev
+);
+
+macro_rules! blob_range_io {
+    ($(#[$doc:meta])* $name:ident, $variant:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            target: Target,
+            blob: Blob,
+            offset: u64,
+            units: u64,
+        }
+
+        impl $name {
+            /// `io_units` io units of `blob` from io unit `offset`.
+            pub fn new(target: Target, blob: &Blob, offset: u64, io_units: u64) -> Self {
+                $name { target, blob: blob.clone(), offset, units: io_units }
+            }
+            pub fn build(self) -> Entry {
+                blob_entry(
+                    self.target,
+                    BlobOp::$variant { blob: self.blob, offset: self.offset, units: self.units },
+                )
+            }
+        }
+    };
+}
+
+blob_range_io!(
+    /// Releases a range of a blob (thin blobs read it back as zeros).
+    BlobUnmap,
+    Unmap
+);
+blob_range_io!(
+    /// Writes zeros to a range of a blob.
+    BlobWriteZeroes,
+    WriteZeroes
+);
+
+/// Creates a blob; the completion's result is the new blob's id.
+#[derive(Debug)]
+pub struct BlobCreate {
+    target: Target,
+    opts: Box<PreparedBlobOpts>,
+}
+
+impl BlobCreate {
+    /// Fails for an xattr name containing NUL.
+    pub fn new(target: Target, options: &BlobOptions) -> crate::Result<Self> {
+        Ok(BlobCreate {
+            target,
+            opts: PreparedBlobOpts::new(options)?,
+        })
+    }
+    pub fn build(self) -> Entry {
+        blob_entry(self.target, BlobOp::Create { opts: self.opts })
+    }
+}
+
+/// Opens a blob of `store` (the target's store); the completion's result
+/// is its id and [`Completion::take_blob`](crate::Completion::take_blob)
+/// gives the [`Blob`].
+#[derive(Debug)]
+pub struct BlobOpen {
+    target: Target,
+    store: std::rc::Rc<crate::blob::StoreInner>,
+    id: BlobId,
+}
+
+impl BlobOpen {
+    pub fn new(target: Target, store: &Blobstore, id: BlobId) -> Self {
+        BlobOpen {
+            target,
+            store: store.inner.clone(),
+            id,
+        }
+    }
+    pub fn build(self) -> Entry {
+        blob_entry(
+            self.target,
+            BlobOp::Open {
+                id: self.id,
+                opened: OpenedBlob::new(self.store),
+            },
+        )
+    }
+}
+
+/// Resizes a blob to `clusters` (persisted by [`BlobSyncMetadata`]).
+#[derive(Debug)]
+pub struct BlobResize {
+    target: Target,
+    blob: Blob,
+    clusters: u64,
+}
+
+impl BlobResize {
+    pub fn new(target: Target, blob: &Blob, clusters: u64) -> Self {
+        BlobResize {
+            target,
+            blob: blob.clone(),
+            clusters,
+        }
+    }
+    pub fn build(self) -> Entry {
+        blob_entry(
+            self.target,
+            BlobOp::Resize {
+                blob: self.blob,
+                clusters: self.clusters,
+            },
+        )
+    }
+}
+
+/// Writes a blob's metadata (size, xattrs) to the device.
+#[derive(Debug)]
+pub struct BlobSyncMetadata {
+    target: Target,
+    blob: Blob,
+}
+
+impl BlobSyncMetadata {
+    pub fn new(target: Target, blob: &Blob) -> Self {
+        BlobSyncMetadata {
+            target,
+            blob: blob.clone(),
+        }
+    }
+    pub fn build(self) -> Entry {
+        blob_entry(self.target, BlobOp::SyncMetadata { blob: self.blob })
+    }
+}
+
+/// Deletes a blob by id (`EBUSY` while it is open).
+#[derive(Debug)]
+pub struct BlobDelete {
+    target: Target,
+    id: BlobId,
+}
+
+impl BlobDelete {
+    pub fn new(target: Target, id: BlobId) -> Self {
+        BlobDelete { target, id }
+    }
+    pub fn build(self) -> Entry {
+        blob_entry(self.target, BlobOp::Delete { id: self.id })
+    }
+}
+
+/// Closes a blob, taking the handle (`EBUSY` if clones of it or entries in
+/// flight still hold it; they close it when the last is dropped).
+#[derive(Debug)]
+pub struct BlobClose {
+    target: Target,
+    blob: Blob,
+}
+
+impl BlobClose {
+    pub fn new(target: Target, blob: Blob) -> Self {
+        BlobClose { target, blob }
+    }
+    pub fn build(self) -> Entry {
+        blob_entry(self.target, BlobOp::Close { blob: self.blob })
+    }
+}
