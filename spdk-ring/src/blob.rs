@@ -155,6 +155,8 @@ pub(crate) struct StoreInner {
     pub(crate) thread: SpdkThread,
     bdev_name: String,
     unloaded: Cell<bool>,
+    /// Blob operations one I/O channel can have outstanding.
+    pub(crate) max_channel_ops: u32,
 }
 
 impl StoreInner {
@@ -181,6 +183,7 @@ impl StoreInner {
             }
         })
         .map(|_| ())
+        .inspect(|_| settle(&self.thread))
     }
 }
 
@@ -212,6 +215,19 @@ impl std::fmt::Debug for Blobstore {
             .field("free_clusters", &self.free_clusters())
             .finish()
     }
+}
+
+/// The bdev module our blobstores claim their bdevs as (shown by SPDK
+/// when someone else tries to claim one).
+fn claim_module() -> *mut sys::spdk_bdev_module {
+    static MODULE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MODULE.get_or_init(|| {
+        // SAFETY: all-zero is valid for this C struct (null pointers,
+        // absent callbacks); only the name is used for claims.
+        let mut module: sys::spdk_bdev_module = unsafe { std::mem::zeroed() };
+        module.name = c"spdk_ring_blobstore".as_ptr();
+        Box::leak(Box::new(module)) as *mut sys::spdk_bdev_module as usize
+    }) as *mut sys::spdk_bdev_module
 }
 
 unsafe extern "C" fn bs_dev_event(
@@ -256,14 +272,36 @@ impl Blobstore {
         match rc {
             0 => {}
             rc if rc == -libc::ENODEV => return Err(Error::BdevNotFound(bdev_name.to_string())),
+            rc if rc == -libc::EPERM => {
+                return Err(Error::Busy(format!(
+                    "bdev {bdev_name:?} is claimed by another user (a loaded blobstore?)"
+                )))
+            }
             rc => return Err(Error::from_rc(rc)),
+        }
+        // Claim the bdev, as SPDK's own blobstore users do, so no second
+        // store (or other claimer) can open it while this one is loaded.
+        // SAFETY: dev is the fresh bs_dev; the module lives forever.
+        let rc = unsafe { sys::spdk_bs_bdev_claim(dev, claim_module()) };
+        if rc != 0 {
+            // SAFETY: dev was not handed to SPDK; destroyed once.
+            unsafe {
+                if let Some(destroy) = (*dev).destroy {
+                    destroy(dev);
+                }
+            }
+            return Err(Error::Busy(format!(
+                "bdev {bdev_name:?} is claimed by another user ({})",
+                Errno(-rc)
+            )));
         }
         let what = if load {
             "blobstore load"
         } else {
             "blobstore init"
         };
-        // The store owns `dev` from here: SPDK destroys it on failure too.
+        // The store owns `dev` from here: SPDK destroys it on failure too,
+        // after the callback (see `settle`).
         let done = wait_op(&thread, what, |ctx| {
             // SAFETY: dev is a fresh bs_dev handed over to SPDK; opts is
             // initialised; ctx is the waiter the callback reports to.
@@ -274,7 +312,8 @@ impl Blobstore {
                     sys::spdk_bs_init(dev, &mut opts, Some(op_with_store), ctx)
                 }
             }
-        })?;
+        })
+        .inspect_err(|_| settle(&thread))?;
         let bs = NonNull::new(done.handle.cast::<sys::spdk_blob_store>())
             .ok_or(Error::Errno(Errno::EIO))?;
         Ok(Blobstore {
@@ -283,6 +322,7 @@ impl Blobstore {
                 thread,
                 bdev_name: bdev_name.to_string(),
                 unloaded: Cell::new(false),
+                max_channel_ops: opts.max_channel_ops,
             }),
         })
     }
@@ -666,12 +706,19 @@ impl Blob {
         // SAFETY: open blob; out-pointers are ours. The value points into
         // the blob's metadata and is copied before anything can change it.
         let rc = unsafe {
-            sys::spdk_blob_get_xattr_value(self.inner.as_ptr(), cname.as_ptr(), &mut value, &mut len)
+            sys::spdk_blob_get_xattr_value(
+                self.inner.as_ptr(),
+                cname.as_ptr(),
+                &mut value,
+                &mut len,
+            )
         };
         match rc {
             0 if value.is_null() => Ok(Some(Vec::new())),
             // SAFETY: SPDK returned `len` readable bytes at `value`.
-            0 => Ok(Some(unsafe { std::slice::from_raw_parts(value.cast::<u8>(), len) }.to_vec())),
+            0 => Ok(Some(
+                unsafe { std::slice::from_raw_parts(value.cast::<u8>(), len) }.to_vec(),
+            )),
             rc if rc == -libc::ENOENT => Ok(None),
             rc => Err(Error::from_rc(rc)),
         }
@@ -688,7 +735,11 @@ impl Blob {
         unsafe {
             for i in 0..sys::spdk_xattr_names_get_count(names) {
                 let name = sys::spdk_xattr_names_get_name(names, i);
-                out.push(std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned());
+                out.push(
+                    std::ffi::CStr::from_ptr(name)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
             sys::spdk_xattr_names_free(names);
         }
@@ -718,6 +769,14 @@ fn errno_result(rc: i32) -> Result<()> {
     }
 }
 
+/// Runs the thread until SPDK has finished tearing a store down. SPDK
+/// calls back before it releases the store's bdev (through a message), so
+/// without this the bdev would still be claimed right after an unload or
+/// a failed load.
+fn settle(thread: &SpdkThread) {
+    thread.poll_until(Duration::from_secs(1), || thread.is_idle());
+}
+
 /// Where a blocking helper's callback leaves its outcome.
 #[derive(Default)]
 struct OpWaiter {
@@ -736,7 +795,11 @@ struct OpDone {
 /// Starts an SPDK metadata operation with `start(ctx)` and polls the
 /// thread until its callback ran. On a time-out the waiter is leaked, so a
 /// late callback writes into valid memory.
-fn wait_op(thread: &SpdkThread, what: &'static str, start: impl FnOnce(*mut c_void)) -> Result<OpDone> {
+fn wait_op(
+    thread: &SpdkThread,
+    what: &'static str,
+    start: impl FnOnce(*mut c_void),
+) -> Result<OpDone> {
     let waiter = Box::new(OpWaiter::default());
     start(&*waiter as *const OpWaiter as *mut c_void);
     if !thread.poll_until(BLOB_OP_TIMEOUT, || waiter.done.get()) {

@@ -65,6 +65,16 @@ impl JsonConfig {
         self.method("bdev_null_create", params)
     }
 
+    /// A bdev over a file or block device through Linux AIO.
+    pub fn aio_bdev(self, name: &str, filename: &str, block_size: u32) -> Self {
+        let params = format!(
+            "{{\"name\": {}, \"filename\": {}, \"block_size\": {block_size}}}",
+            json_string(name),
+            json_string(filename)
+        );
+        self.method("bdev_aio_create", params)
+    }
+
     /// Sets a `bdev_set_options` field, e.g. `("bdev_io_pool_size", 64)`.
     pub fn bdev_option(mut self, key: &str, value: u64) -> Self {
         self.bdev_options.push((key.to_string(), value));

@@ -21,6 +21,14 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
+/// Channel operations one data entry may hold at once in SPDK: a user op
+/// and a sequence, plus a cluster allocation (thin blobs) or the current
+/// piece of an I/O split at a cluster boundary. Keeping in flight at most
+/// `max_channel_ops / OPS_PER_ENTRY` data entries means SPDK does not run
+/// out of channel operations in the middle of an I/O; further entries
+/// wait in the ring, in order.
+const OPS_PER_ENTRY: u32 = 4;
+
 /// `io_units` of a blob I/O that covers its whole buffer.
 pub(crate) const WHOLE_BUFFER_UNITS: u64 = u64::MAX;
 
@@ -176,6 +184,8 @@ pub(crate) struct BlobTarget {
     pub(crate) store: Rc<StoreInner>,
     channel: NonNull<sys::spdk_io_channel>,
     io_unit: u64,
+    /// Data entries allowed in flight on the channel (see `add_blob_target`).
+    max_in_flight: u32,
     /// `start` answered `NoMem`; the target is unblocked when its in-flight
     /// count drops below `nomem_in_flight` (or reaches zero).
     nomem: bool,
@@ -282,6 +292,7 @@ impl SpdkDriver {
             in_flight: 0,
             wait: super::WaitCtx::new(self.inbox, index),
             blob: Some(BlobTarget {
+                max_in_flight: (inner.max_channel_ops / OPS_PER_ENTRY).max(1),
                 store: inner,
                 channel,
                 io_unit,
@@ -336,10 +347,22 @@ impl SpdkDriver {
             .is_some_and(|s| !s.retry.borrow().is_empty());
         if retry_pending {
             // Calls waiting for re-issue go first.
-            return self.blob_nomem(index);
+            return self.blob_wait(index, false);
+        }
+        let t = &self.targets[index as usize];
+        let at_cap = t
+            .blob
+            .as_ref()
+            .is_some_and(|b| t.in_flight >= b.max_in_flight);
+        if at_cap && op.data_kind().is_some() {
+            return self.blob_wait(index, false);
         }
         match self.issue_blob(token, index, op) {
-            StartOutcome::NoMem => self.blob_nomem(index),
+            StartOutcome::NoMem => self.blob_wait(index, true),
+            StartOutcome::Started => {
+                self.targets[index as usize].in_flight += 1;
+                StartOutcome::Started
+            }
             outcome => outcome,
         }
     }
@@ -368,7 +391,7 @@ impl SpdkDriver {
             match units {
                 WHOLE_BUFFER_UNITS if len == 0 || len % io_unit != 0 => Err(libc::EINVAL),
                 WHOLE_BUFFER_UNITS => Ok(len / io_unit),
-                n if n.checked_mul(io_unit).is_none_or(|need| need > len) => Err(libc::EINVAL),
+                n if !n.checked_mul(io_unit).is_some_and(|need| need <= len) => Err(libc::EINVAL),
                 n => Ok(n),
             }
         };
@@ -470,7 +493,9 @@ impl SpdkDriver {
             BlobOp::Open { opened, .. } if !Rc::ptr_eq(&opened.store, &b.store) => {
                 return failed(libc::EINVAL);
             }
-            BlobOp::Resize { blob, .. } | BlobOp::SyncMetadata { blob } | BlobOp::Close { blob }
+            BlobOp::Resize { blob, .. }
+            | BlobOp::SyncMetadata { blob }
+            | BlobOp::Close { blob }
                 if foreign(blob) =>
             {
                 return failed(libc::EINVAL);
@@ -508,9 +533,7 @@ impl SpdkDriver {
                 BlobOp::SyncMetadata { blob } => {
                     sys::spdk_blob_sync_md(blob.inner.as_ptr(), Some(blob_md_done), ctx)
                 }
-                BlobOp::Delete { id } => {
-                    sys::spdk_bs_delete_blob(bs, *id, Some(blob_md_done), ctx)
-                }
+                BlobOp::Delete { id } => sys::spdk_bs_delete_blob(bs, *id, Some(blob_md_done), ctx),
                 BlobOp::Close { blob } => {
                     sys::spdk_blob_close(blob.inner.as_ptr(), Some(blob_md_done), ctx)
                 }
@@ -528,8 +551,12 @@ impl SpdkDriver {
         StartOutcome::Started
     }
 
-    fn blob_nomem(&mut self, index: u32) -> StartOutcome {
-        self.enomem_retries += 1;
+    /// Holds the target's line until an entry completes; `enomem` counts
+    /// it as an ENOMEM from SPDK.
+    fn blob_wait(&mut self, index: u32, enomem: bool) -> StartOutcome {
+        if enomem {
+            self.enomem_retries += 1;
+        }
         let t = &mut self.targets[index as usize];
         let in_flight = t.in_flight;
         if let Some(b) = t.blob.as_mut() {
@@ -563,7 +590,9 @@ unsafe fn issue(call: BlobCall, bslot: &BlobSlot) {
     // SAFETY: the caller's contract.
     unsafe {
         match kind {
-            DataKind::Read => sys::spdk_blob_io_read(blob, channel, payload, offset, units, cb, ctx),
+            DataKind::Read => {
+                sys::spdk_blob_io_read(blob, channel, payload, offset, units, cb, ctx)
+            }
             DataKind::Write => {
                 sys::spdk_blob_io_write(blob, channel, payload, offset, units, cb, ctx)
             }
