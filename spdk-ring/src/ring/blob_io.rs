@@ -596,26 +596,23 @@ unsafe fn issue(call: BlobCall, bslot: &BlobSlot) {
             DataKind::Write => {
                 sys::spdk_blob_io_write(blob, channel, payload, offset, units, cb, ctx)
             }
-            DataKind::Readv => sys::spdk_blob_io_readv(
-                blob,
-                channel,
-                payload.cast(),
-                iovcnt,
-                offset,
-                units,
-                cb,
-                ctx,
-            ),
-            DataKind::Writev => sys::spdk_blob_io_writev(
-                blob,
-                channel,
-                payload.cast(),
-                iovcnt,
-                offset,
-                units,
-                cb,
-                ctx,
-            ),
+            DataKind::Readv | DataKind::Writev => {
+                let f = if kind == DataKind::Readv {
+                    sys::spdk_blob_io_readv
+                } else {
+                    sys::spdk_blob_io_writev
+                };
+                f(
+                    blob,
+                    channel,
+                    payload.cast(),
+                    iovcnt,
+                    offset,
+                    units,
+                    cb,
+                    ctx,
+                )
+            }
             DataKind::Unmap => sys::spdk_blob_io_unmap(blob, channel, offset, units, cb, ctx),
             DataKind::WriteZeroes => {
                 sys::spdk_blob_io_write_zeroes(blob, channel, offset, units, cb, ctx)
