@@ -38,6 +38,10 @@ use std::time::Duration;
 /// How long the blocking helpers wait for SPDK.
 pub const BLOB_OP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Fewest channel operations a store may have: what one blob I/O can hold
+/// at once (see the ring's blob driver).
+pub const MIN_CHANNEL_OPS: u32 = 4;
+
 /// A blob's persistent id.
 pub type BlobId = u64;
 
@@ -57,8 +61,9 @@ pub struct BlobstoreOptions {
     pub cluster_size: Option<u32>,
     /// Metadata pages reserved at init (default: one per cluster).
     pub metadata_pages: Option<u32>,
-    /// Concurrent blob I/O operations per channel (SPDK default 512);
-    /// beyond that, entries wait in the ring (ENOMEM is retried in order).
+    /// Channel operations per I/O channel (SPDK default 512, at least
+    /// [`MIN_CHANNEL_OPS`]). A ring keeps at most a quarter of this many
+    /// blob I/Os in flight per channel; more wait in the ring, in order.
     pub max_channel_ops: Option<u32>,
     /// Concurrent metadata operations (SPDK default 32).
     pub max_md_ops: Option<u32>,
@@ -81,6 +86,11 @@ impl BlobstoreOptions {
             opts.num_md_pages = v;
         }
         if let Some(v) = self.max_channel_ops {
+            if v < MIN_CHANNEL_OPS {
+                return Err(Error::InvalidArgument(format!(
+                    "max_channel_ops {v}: one blob I/O may need {MIN_CHANNEL_OPS} channel operations"
+                )));
+            }
             opts.max_channel_ops = v;
         }
         if let Some(v) = self.max_md_ops {

@@ -181,6 +181,14 @@ mod on_malloc {
             Blobstore::init("Malloc0", &long_type),
             Err(Error::InvalidArgument(_))
         ));
+        let starved = BlobstoreOptions {
+            max_channel_ops: Some(3),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Blobstore::init("Malloc0", &starved),
+            Err(Error::InvalidArgument(_))
+        ));
         // Loading a bdev that holds no blobstore fails, and leaves the bdev
         // free (SPDK released its claim): a store can be created on it.
         malloc("BlobEmpty", 8);

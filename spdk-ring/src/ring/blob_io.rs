@@ -27,7 +27,7 @@ use std::rc::Rc;
 /// `max_channel_ops / OPS_PER_ENTRY` data entries means SPDK does not run
 /// out of channel operations in the middle of an I/O; further entries
 /// wait in the ring, in order.
-const OPS_PER_ENTRY: u32 = 4;
+const OPS_PER_ENTRY: u32 = crate::blob::MIN_CHANNEL_OPS;
 
 /// `io_units` of a blob I/O that covers its whole buffer.
 pub(crate) const WHOLE_BUFFER_UNITS: u64 = u64::MAX;
