@@ -467,6 +467,26 @@ mod on_malloc {
             ring,
             opcode::BlobOpen::new(t, &r.store, id).build(),
         ));
+
+        // Iteration through the ring visits what blob_ids() lists.
+        let more: Vec<u64> = (0..3)
+            .map(|_| r.store.create_blob(&BlobOptions::default()).unwrap())
+            .collect();
+        let mut visited = Vec::new();
+        let mut step = run_one(ring, opcode::BlobIterFirst::new(t, &r.store).build());
+        while let Some(current) = step.take_blob() {
+            assert_eq!(step.result(), Ok(current.id()));
+            visited.push(current.id());
+            drop(step);
+            step = run_one(ring, opcode::BlobIterNext::new(t, current).build());
+        }
+        assert_eq!(step.errno(), Some(Errno::ENOENT));
+        drop(step);
+        assert_eq!(visited, r.store.blob_ids().unwrap());
+        assert_eq!(visited.len(), 4);
+        for extra in more {
+            r.store.delete_blob(extra).unwrap();
+        }
         assert_eq!(
             run_one(ring, opcode::BlobDelete::new(t, id).build()).result(),
             Ok(0)

@@ -75,6 +75,13 @@ pub(crate) enum BlobOp {
         id: BlobId,
         opened: OpenedBlob,
     },
+    IterFirst {
+        opened: OpenedBlob,
+    },
+    IterNext {
+        blob: Blob,
+        opened: OpenedBlob,
+    },
     Resize {
         blob: Blob,
         clusters: u64,
@@ -101,6 +108,8 @@ impl std::fmt::Debug for BlobOp {
             BlobOp::WriteZeroes { .. } => "BlobWriteZeroes",
             BlobOp::Create { .. } => "BlobCreate",
             BlobOp::Open { .. } => "BlobOpen",
+            BlobOp::IterFirst { .. } => "BlobIterFirst",
+            BlobOp::IterNext { .. } => "BlobIterNext",
             BlobOp::Resize { .. } => "BlobResize",
             BlobOp::SyncMetadata { .. } => "BlobSyncMetadata",
             BlobOp::Delete { .. } => "BlobDelete",
@@ -143,7 +152,9 @@ impl BlobOp {
 
     pub(crate) fn take_blob(&mut self) -> Option<Blob> {
         match self {
-            BlobOp::Open { opened, .. } => opened.take(),
+            BlobOp::Open { opened, .. }
+            | BlobOp::IterFirst { opened }
+            | BlobOp::IterNext { opened, .. } => opened.take(),
             _ => None,
         }
     }
@@ -490,17 +501,22 @@ impl SpdkDriver {
                 }
                 call = data(kind, blob, std::ptr::null_mut(), 0, *offset, *units);
             }
-            BlobOp::Open { opened, .. } if !Rc::ptr_eq(&opened.store, &b.store) => {
+            BlobOp::Open { opened, .. } | BlobOp::IterFirst { opened }
+                if !Rc::ptr_eq(&opened.store, &b.store) =>
+            {
                 return failed(libc::EINVAL);
             }
             BlobOp::Resize { blob, .. }
             | BlobOp::SyncMetadata { blob }
             | BlobOp::Close { blob }
+            | BlobOp::IterNext { blob, .. }
                 if foreign(blob) =>
             {
                 return failed(libc::EINVAL);
             }
-            BlobOp::Close { blob } if Rc::strong_count(&blob.inner) > 1 => {
+            BlobOp::Close { blob } | BlobOp::IterNext { blob, .. }
+                if Rc::strong_count(&blob.inner) > 1 =>
+            {
                 // Other handles, or entries in flight, still use it.
                 return failed(libc::EBUSY);
             }
@@ -527,6 +543,14 @@ impl SpdkDriver {
                     bslot.opened.set(&*opened.blob);
                     sys::spdk_bs_open_blob(bs, *id, Some(blob_opened), ctx)
                 }
+                BlobOp::IterFirst { opened } => {
+                    bslot.opened.set(&*opened.blob);
+                    sys::spdk_bs_iter_first(bs, Some(blob_opened), ctx)
+                }
+                BlobOp::IterNext { blob, opened } => {
+                    bslot.opened.set(&*opened.blob);
+                    sys::spdk_bs_iter_next(bs, blob.inner.as_ptr(), Some(blob_opened), ctx)
+                }
                 BlobOp::Resize { blob, clusters } => {
                     sys::spdk_blob_resize(blob.inner.as_ptr(), *clusters, Some(blob_md_done), ctx)
                 }
@@ -544,7 +568,7 @@ impl SpdkDriver {
         if bslot.nomem.replace(false) {
             return StartOutcome::NoMem;
         }
-        if let BlobOp::Close { blob } = op {
+        if let BlobOp::Close { blob } | BlobOp::IterNext { blob, .. } = op {
             // SPDK owns the close now; dropping the handle must not repeat it.
             blob.inner.mark_closed();
         }

@@ -282,3 +282,54 @@ impl BlobClose {
         blob_entry(self.target, BlobOp::Close { blob: self.blob })
     }
 }
+
+/// Starts iterating a store's blobs: opens the first one. The result is
+/// its id and [`Completion::take_blob`](crate::Completion::take_blob) gives
+/// it; `ENOENT` when the store has no blobs.
+#[derive(Debug)]
+pub struct BlobIterFirst {
+    target: Target,
+    store: std::rc::Rc<crate::blob::StoreInner>,
+}
+
+impl BlobIterFirst {
+    pub fn new(target: Target, store: &Blobstore) -> Self {
+        BlobIterFirst {
+            target,
+            store: store.inner.clone(),
+        }
+    }
+    pub fn build(self) -> Entry {
+        blob_entry(
+            self.target,
+            BlobOp::IterFirst {
+                opened: OpenedBlob::new(self.store),
+            },
+        )
+    }
+}
+
+/// Continues an iteration: closes `blob` (the previous step's, taking the
+/// handle; `EBUSY` if other handles hold it) and opens the next blob,
+/// handed over as by [`BlobIterFirst`]; `ENOENT` after the last.
+#[derive(Debug)]
+pub struct BlobIterNext {
+    target: Target,
+    blob: Blob,
+}
+
+impl BlobIterNext {
+    pub fn new(target: Target, blob: Blob) -> Self {
+        BlobIterNext { target, blob }
+    }
+    pub fn build(self) -> Entry {
+        let opened = OpenedBlob::new(self.blob.inner.store.clone());
+        blob_entry(
+            self.target,
+            BlobOp::IterNext {
+                blob: self.blob,
+                opened,
+            },
+        )
+    }
+}

@@ -18,8 +18,8 @@ use std::time::Duration;
 #[path = "blob_opcode.rs"]
 mod blob;
 pub use blob::{
-    BlobClose, BlobCreate, BlobDelete, BlobOpen, BlobRead, BlobReadv, BlobResize, BlobSyncMetadata,
-    BlobUnmap, BlobWrite, BlobWriteZeroes, BlobWritev,
+    BlobClose, BlobCreate, BlobDelete, BlobIterFirst, BlobIterNext, BlobOpen, BlobRead, BlobReadv,
+    BlobResize, BlobSyncMetadata, BlobUnmap, BlobWrite, BlobWriteZeroes, BlobWritev,
 };
 
 fn io_entry(target: Target, kind: IoKind) -> Entry {
