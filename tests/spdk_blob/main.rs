@@ -347,6 +347,42 @@ mod on_malloc {
     }
 
     #[test]
+    fn dropping_a_ring_with_blob_io_in_flight_waits_for_it() {
+        malloc("BlobDropRing", 16);
+        let _thread = SpdkThread::attach("blob-drop-ring").unwrap();
+        let store = Blobstore::init("BlobDropRing", &store_options()).unwrap();
+        let blob = store
+            .open_blob(
+                store
+                    .create_blob(&BlobOptions {
+                        clusters: 2,
+                        ..Default::default()
+                    })
+                    .unwrap(),
+            )
+            .unwrap();
+        let mut ring = Ring::new(64).unwrap();
+        let t = ring.register_blobstore(&store).unwrap();
+        for i in 0..64u64 {
+            let buf = DmaBuf::from_slice(&pattern(4096, i)).unwrap();
+            ring.push(opcode::BlobWrite::new(t, &blob, buf, i * 8).build())
+                .unwrap();
+        }
+        ring.submit();
+        assert!(ring.in_flight() > 0);
+        // The store is held by the registration and the blob.
+        drop(ring);
+        // Every write finished before the ring let go of its buffers.
+        let mut ring = Ring::new(8).unwrap();
+        let t = ring.register_blobstore(&store).unwrap();
+        for i in [0u64, 31, 63] {
+            assert_eq!(read(&mut ring, t, &blob, i * 8, 4096), pattern(4096, i));
+        }
+        drop((ring, blob));
+        store.unload().unwrap();
+    }
+
+    #[test]
     fn thin_blobs_read_zeros_until_written_and_unmap_and_write_zeroes_clear() {
         let mut r = blob_rig("BlobThin", store_options(), 16);
         let free = r.store.free_clusters();

@@ -12,12 +12,15 @@
 //! | beyond the blob's size, zero length, buffer too short or not whole io units | `EINVAL` |
 //! | a blob of another store than the target's | `EINVAL` |
 //! | blob entry on a bdev/NVMe target, or bdev entry on a blobstore target | `EINVAL` |
-//! | `BlobOpen`/`BlobDelete` of an id that does not exist | `ENOENT` |
-//! | `BlobDelete` of an open blob, `BlobClose` of a blob other handles hold | `EBUSY` |
+//! | `BlobOpen`/`BlobDelete` of an id that does not exist; `BlobIterNext` after the last blob | `ENOENT` |
+//! | `BlobDelete` of an open blob; `BlobClose`/`BlobIterNext` of a blob other handles hold | `EBUSY` |
 //! | `BlobResize` beyond the free clusters | `ENOSPC` |
 //!
 //! ENOMEM from the blobstore (out of channel operations) is never
-//! reported: the entry waits and is retried in order.
+//! reported: the ring keeps at most a quarter of the store's
+//! `max_channel_ops` data entries in flight per channel, so SPDK does not
+//! run out in the middle of an I/O, and an ENOMEM that still happens makes
+//! the entry wait and retry in order.
 
 use super::io_entry;
 use crate::blob::{Blob, BlobId, BlobOptions, Blobstore, PreparedBlobOpts};
