@@ -76,7 +76,9 @@ pub struct BlobstoreOptions {
 
 impl BlobstoreOptions {
     fn to_sys(&self) -> Result<sys::spdk_bs_opts> {
-        let mut opts: sys::spdk_bs_opts = unsafe_zeroed_bs_opts();
+        // SAFETY: a plain C struct of integers, pointers and optional
+        // function pointers, for which all-zero bytes are valid; init fills it.
+        let mut opts: sys::spdk_bs_opts = unsafe { std::mem::zeroed() };
         // SAFETY: opts is writable and its true size is passed.
         unsafe { sys::spdk_bs_opts_init(&mut opts, std::mem::size_of::<sys::spdk_bs_opts>()) };
         if let Some(v) = self.cluster_size {
@@ -119,12 +121,6 @@ impl BlobstoreOptions {
         }
         Ok(opts)
     }
-}
-
-fn unsafe_zeroed_bs_opts() -> sys::spdk_bs_opts {
-    // SAFETY: a plain C struct of integers, pointers and optional function
-    // pointers, for which all-zero bytes are a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 /// Options of [`Blobstore::create_blob`] and

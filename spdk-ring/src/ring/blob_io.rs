@@ -682,18 +682,21 @@ unsafe extern "C" fn blob_io_done(ctx: *mut c_void, bserrno: i32) {
     let bslot = unsafe { &*(ctx as *const BlobSlot) };
     // SAFETY: as above.
     let bytes = unsafe { &*bslot.slot }.bytes.get();
+    // SAFETY: the slot belongs to a live ring and an entry in flight.
     contain(bslot, || unsafe { report(bslot, bserrno, bytes, true) });
 }
 
 unsafe extern "C" fn blob_md_done(ctx: *mut c_void, bserrno: i32) {
     // SAFETY: as in blob_io_done.
     let bslot = unsafe { &*(ctx as *const BlobSlot) };
+    // SAFETY: as in blob_io_done.
     contain(bslot, || unsafe { report(bslot, bserrno, 0, false) });
 }
 
 unsafe extern "C" fn blob_created(ctx: *mut c_void, id: u64, bserrno: i32) {
     // SAFETY: as in blob_io_done.
     let bslot = unsafe { &*(ctx as *const BlobSlot) };
+    // SAFETY: as in blob_io_done.
     contain(bslot, || unsafe { report(bslot, bserrno, id, false) });
 }
 
@@ -707,8 +710,10 @@ unsafe extern "C" fn blob_opened(ctx: *mut c_void, blob: *mut sys::spdk_blob, bs
             unsafe { (*bslot.opened.get()).set(blob) };
             // SAFETY: an open blob.
             let id = unsafe { sys::spdk_blob_get_id(blob) };
+            // SAFETY: as in blob_io_done.
             unsafe { report(bslot, 0, id, false) }
         } else {
+            // SAFETY: as in blob_io_done.
             unsafe { report(bslot, bserrno, 0, false) }
         }
     });
