@@ -335,11 +335,17 @@ impl<Op> RingQueue<Op> {
     /// every entry that became startable since the last call, e.g. after `complete` or `unblock`.
     pub fn advance(&mut self, driver: &mut impl Driver<Op>, now: u64) {
         loop {
-            self.fire_expired(driver, now);
+            if self.deadlines.min_key().is_some() {
+                self.fire_expired(driver, now);
+            }
             if !self.dirty {
                 break;
             }
             self.dirty = false;
+            if self.waiting.head == NIL {
+                // The start pass walks only the waiting entries: nothing to do.
+                break;
+            }
             self.start_pass(driver, now);
         }
     }
@@ -353,6 +359,14 @@ impl<Op> RingQueue<Op> {
         };
         if slot.generation != token.generation() || slot.stage != Stage::InFlight {
             return false;
+        }
+        if slot.chain_next == NIL {
+            // Common case, no chain to walk (an Io entry is never a LinkTimeout itself).
+            let index = token.index();
+            self.release(index);
+            self.post(index, result);
+            self.settle_count_goals();
+            return true;
         }
         self.finish(token.index(), result);
         true
@@ -890,8 +904,9 @@ impl<Op> RingQueue<Op> {
     }
 
     /// Completes every armed count goal that the completions posted so far satisfy.
+    #[inline]
     fn settle_count_goals(&mut self) {
-        if self.settling {
+        if self.settling || self.count_goals.min_key().is_none() {
             return;
         }
         self.settling = true;

@@ -426,6 +426,12 @@ impl Ring {
 
     /// Returns whether a callback panicked since the last drain.
     fn drain_inbox(&mut self) -> bool {
+        while let Some(index) = self.inbox.done.pop() {
+            let ctx = &self.driver.slots[index as usize];
+            let (token, target, result) = (ctx.token.get(), ctx.target.get(), ctx.result.get());
+            self.driver.note_done(target);
+            self.queue.complete(token, result);
+        }
         loop {
             let event = self.inbox.events.borrow_mut().pop_front();
             let Some(event) = event else { break };
