@@ -141,8 +141,9 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
     let bdev = desc.bdev();
     let pattern = Pattern::new(o, bdev.block_size(), bdev.num_blocks(), 0x9E37_79B9)?;
     let hz = clock::ticks_hz();
+    let align = perf::bdevperf_buf_align(&desc);
     let mut bufs: Vec<DmaBuf> = (0..o.queue_depth)
-        .map(|_| DmaBuf::alloc(o.io_size, 0))
+        .map(|_| DmaBuf::alloc(o.io_size, align))
         .collect::<Result<_, _>>()
         .map_err(err)?;
     let start = clock::ticks();
