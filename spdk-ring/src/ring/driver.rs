@@ -126,7 +126,9 @@ impl Inbox {
     pub(crate) fn with_capacity(n: usize) -> Inbox {
         Inbox {
             done: DoneRing::with_capacity(n),
-            events: RefCell::new(VecDeque::with_capacity(8)),
+            // Room for an event per in-flight entry, as when every
+            // completion went through here (admin commands still do).
+            events: RefCell::new(VecDeque::with_capacity(n)),
             callback_panicked: Cell::new(false),
             admin: AdminMailbox {
                 done: std::sync::Mutex::new(Vec::new()),
