@@ -1,7 +1,10 @@
 //! `rawperf`: the floor for this layer. The same load as `ringperf`, issued
 //! straight through `spdk-ring-sys` by a plain C-style callback that
 //! resubmits from inside the completion (as bdevperf does), with no ring.
-//! Accepts the same flags (single core; no latency histogram).
+//! Accepts the same flags (single core). Like `ringperf` (and bdevperf,
+//! which keeps a latency histogram per job), it records every I/O's
+//! latency in the same histogram, so the comparison is of the I/O path
+//! alone, not of the bookkeeping around it.
 //!
 //! `cargo run --release --example rawperf -- -q 128 -o 4096 -w randread -t 5`
 
@@ -17,7 +20,7 @@ fn main() {
 
 #[cfg(spdk)]
 mod raw {
-    use super::perf::Pattern;
+    use super::perf::{Histogram, Pattern};
     use spdk_ring::sys;
     use std::ffi::c_void;
 
@@ -33,12 +36,14 @@ mod raw {
         pub errors: u64,
         pub outstanding: usize,
         pub submit_failures: u64,
+        pub latency: Histogram,
     }
 
-    /// One in-flight I/O: its buffer and its job.
+    /// One in-flight I/O: its buffer, its job and when it was submitted.
     pub struct Slot {
         pub job: *mut Job,
         pub buf: *mut c_void,
+        pub submitted_at: u64,
     }
 
     /// Submits the next I/O of `slot`; false if SPDK refused it.
@@ -81,12 +86,15 @@ mod raw {
             sys::spdk_bdev_free_io(bdev_io);
             let slot = ctx as *mut Slot;
             let job = &mut *(*slot).job;
+            let now = sys::spdk_get_ticks();
+            job.latency.record(now - (*slot).submitted_at);
             if success {
                 job.ios += 1;
             } else {
                 job.errors += 1;
             }
-            if sys::spdk_get_ticks() < job.deadline {
+            if now < job.deadline {
+                (*slot).submitted_at = now;
                 submit(slot);
             } else {
                 job.outstanding -= 1;
@@ -118,7 +126,7 @@ fn main() {
 
 #[cfg(spdk)]
 fn run(o: &perf::Options) -> Result<perf::Report, String> {
-    use perf::{Pattern, Report};
+    use perf::{Histogram, Pattern, Report};
     use spdk_ring::{clock, BdevDesc, DmaBuf};
 
     if o.cores()?.len() != 1 {
@@ -133,8 +141,9 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
     let bdev = desc.bdev();
     let pattern = Pattern::new(o, bdev.block_size(), bdev.num_blocks(), 0x9E37_79B9)?;
     let hz = clock::ticks_hz();
+    let align = perf::bdevperf_buf_align(&desc);
     let mut bufs: Vec<DmaBuf> = (0..o.queue_depth)
-        .map(|_| DmaBuf::alloc(o.io_size, 0))
+        .map(|_| DmaBuf::alloc(o.io_size, align))
         .collect::<Result<_, _>>()
         .map_err(err)?;
     let start = clock::ticks();
@@ -148,6 +157,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         errors: 0,
         outstanding: o.queue_depth,
         submit_failures: 0,
+        latency: Histogram::new(),
     };
     let job_ptr: *mut raw::Job = &mut job;
     let mut slots: Vec<raw::Slot> = bufs
@@ -155,6 +165,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         .map(|b| raw::Slot {
             job: job_ptr,
             buf: b.as_mut_ptr().cast(),
+            submitted_at: start,
         })
         .collect();
     for slot in slots.iter_mut() {
@@ -183,7 +194,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         errors: job.errors,
         seconds: (end - start) as f64 / hz as f64,
         io_size: o.io_size,
-        latency: None,
+        latency: Some(job.latency),
         ticks_hz: hz,
     })
 }

@@ -129,7 +129,8 @@ fn job(
     // Keep what the target needs alive for the whole job.
     let mut _desc = None;
     let mut _ctrlr = None;
-    let (target, block_size, num_blocks) = match o.nvme_target() {
+    // Buffer alignment: as bdevperf for bdevs; page-aligned for NVMe.
+    let (target, block_size, num_blocks, align) = match o.nvme_target() {
         Some(spec) => {
             let (trid, nsid) = spec?;
             let trid: TransportId = trid.parse().map_err(err)?;
@@ -143,15 +144,16 @@ fn job(
                 .register_nvme_namespace(&ctrlr, nsid, None)
                 .map_err(err)?;
             _ctrlr = Some(ctrlr);
-            (target, geometry.0, geometry.1)
+            (target, geometry.0, geometry.1, 0)
         }
         None => {
             let mode = o.open_mode();
             let desc = BdevDesc::open(&o.bdev, mode).map_err(err)?;
             let bdev = desc.bdev();
             let target = ring.register_bdev(&desc).map_err(err)?;
+            let align = perf::bdevperf_buf_align(&desc);
             _desc = Some(desc);
-            (target, bdev.block_size(), bdev.num_blocks())
+            (target, bdev.block_size(), bdev.num_blocks(), align)
         }
     };
     let mut pattern = Pattern::new(o, block_size, num_blocks, 0x9E37_79B9 ^ core as u64)?;
@@ -174,7 +176,7 @@ fn job(
     let start = clock::ticks();
     let deadline = start + o.seconds * hz;
     for (slot, at) in submitted_at.iter_mut().enumerate() {
-        let buf = DmaBuf::alloc(o.io_size, 0).map_err(err)?;
+        let buf = DmaBuf::alloc(o.io_size, align).map_err(err)?;
         issue(&mut ring, slot, buf);
         *at = start;
         outstanding += 1;

@@ -483,6 +483,20 @@ impl Report {
     }
 }
 
+/// The alignment bdevperf gives its I/O buffers: the bdev's own
+/// requirement (`spdk_bdev_get_buf_align`), often just 1, rather than
+/// [`DmaBuf::alloc`](spdk_ring::DmaBuf::alloc)'s page-aligned default, so
+/// the three tools move data between buffers placed alike (a malloc bdev
+/// read is a memcpy into them).
+pub fn bdevperf_buf_align(desc: &spdk_ring::BdevDesc) -> usize {
+    // SAFETY: an open descriptor has a live bdev; both calls only read it.
+    let align = unsafe {
+        let bdev = spdk_ring::sys::spdk_bdev_desc_get_bdev(desc.as_ptr());
+        spdk_ring::sys::spdk_bdev_get_buf_align(bdev)
+    };
+    align.max(1)
+}
+
 /// Pins the calling OS thread to `core`.
 pub fn pin_to_core(core: usize) {
     // SAFETY: cpu_set_t is plain data; the calls only read it.

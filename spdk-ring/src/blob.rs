@@ -752,9 +752,9 @@ impl Blob {
         Ok(out)
     }
 
-    /// Closes the blob now and reports errors. `Busy` while entries in
-    /// flight (or completions not yet dropped) hold it; it then closes when
-    /// the last of them is dropped.
+    /// Closes the blob now and reports errors. `Busy` while other clones or
+    /// entries not yet reaped hold it; it then closes when the last of them
+    /// is dropped.
     pub fn close(self) -> Result<()> {
         match Rc::try_unwrap(self.inner) {
             Ok(inner) => inner.close_now(),

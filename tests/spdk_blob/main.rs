@@ -484,8 +484,8 @@ mod on_malloc {
         let extra = blob.clone();
         let refused = run_one(ring, opcode::BlobClose::new(t, blob).build());
         assert_eq!(refused.errno(), Some(Errno::EBUSY));
-        // Completions hold their entry's blob until dropped, like buffers.
-        drop(refused);
+        // The refused entry let go of its handle when it was reaped, so
+        // `extra` is now the only one.
         assert_eq!(
             run_one(ring, opcode::BlobClose::new(t, extra).build()).result(),
             Ok(0)

@@ -78,6 +78,7 @@ impl SlotHeap {
     }
 
     /// Smallest key currently held.
+    #[inline]
     pub(super) fn min_key(&self) -> Option<u64> {
         self.items.first().map(|item| item.key)
     }

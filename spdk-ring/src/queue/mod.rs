@@ -18,11 +18,18 @@
 //!
 //! * **SQ** – a bounded FIFO (`sq_entries`). [`RingQueue::push`] hands the
 //!   submission back in the error when full.
-//! * **Slots** – `max_in_flight` preallocated cells; an entry holds one from
-//!   the moment `submit` takes it until it completes, whatever it is waiting
-//!   for. Each reuse bumps the slot's generation, and a [`Token`] names
-//!   (index, generation), so a late or duplicated `complete()` for an earlier
-//!   occupant is ignored (`complete` returns `false`).
+//! * **Slots** – an entry lives in one preallocated cell from `push` until its
+//!   completion is popped, and never moves in between: the SQ and the CQ hold
+//!   slot indices, so the op (with its buffers) is written once on `push` and
+//!   read out once when reaped ([`RingQueue::pop_completion_map`] even leaves
+//!   the op in place and moves out only what the caller asks for). There are
+//!   `sq_entries + max_in_flight + cq_entries` slots
+//!   ([`QueueConfig::slot_count`]); at most `max_in_flight` entries are live
+//!   (taken by `submit` and not completed), whatever they are waiting for.
+//!   Each time an entry stops being live its slot's generation is bumped, and
+//!   a [`Token`] names (index, generation), so a late or duplicated
+//!   `complete()` for an earlier occupant is ignored (`complete` returns
+//!   `false`).
 //! * **Starting** – `submit` and `advance` walk the waiting entries in push
 //!   order and start each one whose gates are open:
 //!   - *LINK*: a chain is a maximal run of entries each carrying LINK, plus the
@@ -72,14 +79,15 @@
 //! CQ is full, further completions go to an unbounded backlog and
 //! [`RingQueue::overflowed`] counts them. Completions are always delivered in
 //! the order they were posted; popping from the CQ refills it from the
-//! backlog. The backlog is the only structure that may allocate, and only while
+//! backlog. A backlogged completion is moved out of its slot (freeing it for
+//! the entries behind it) and back into one when it reaches the CQ. The backlog is the only structure that may allocate, and only while
 //! the consumer lags behind: it keeps its capacity afterwards, so a consumer
 //! that reaps at least as fast as it submits never causes an allocation.
 //! `overflowed() > 0` is the signal to reap more often or size the CQ larger.
 //!
 //! # Allocation
 //!
-//! [`RingQueue::new`] preallocates the SQ, the slot table, the per-target
+//! [`RingQueue::new`] preallocates the slots, the SQ, the per-target
 //! table, the timer heaps and the CQ. After that, push / submit / complete /
 //! advance / pop never allocate (verified by a counting-allocator test), except
 //! for the backlog described above.

@@ -14,37 +14,62 @@ use super::types::{
     ENOENT, ETIME,
 };
 
-/// Where a live entry is in its life.
+/// Where an entry is in its life. An entry keeps one slot from `push` until its completion is
+/// popped; only the stage changes (the SQ and CQ hold slot indices).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Stage {
+    /// The slot holds nothing.
+    Free,
+    /// Pushed, still in the SQ.
+    Queued,
     /// Taken from the SQ, not started yet (ordering, chain, ENOMEM or a free driver resource pending).
     Waiting,
     /// An Io entry the driver accepted; only `complete()` or shutdown ends it.
     InFlight,
     /// A Timeout, or a LinkTimeout whose target started: a timer is running.
     Armed,
+    /// Completed, its index in the CQ.
+    Done,
 }
 
-/// A submission after it moved into a slot.
-struct Entry<Op> {
+impl Stage {
+    /// Taken from the SQ and not completed: counts against `max_in_flight`.
+    fn is_live(self) -> bool {
+        matches!(self, Stage::Waiting | Stage::InFlight | Stage::Armed)
+    }
+}
+
+/// One preallocated cell: the entry lives here, unmoved, from `push` until its completion is
+/// popped, so the op (with its buffers) is written once and read out once.
+struct Slot<Op> {
+    /// What the entry does (`Nop` while the slot is free).
+    kind: EntryKind<Op>,
     user_data: u64,
     /// Admission order; equals push order because the SQ is FIFO.
     seq: u64,
-    kind: EntryKind<Op>,
-    stage: Stage,
-    /// The previous chain member has not completed yet.
-    chain_pending: bool,
-    /// Cancelled while waiting behind a running chain member; completes ECANCELED when the chain reaches it.
-    cancelled: bool,
+    /// The result, once `Done`.
+    result: IoResult,
+    /// Bumped each time an entry leaves the live stages, so tokens of earlier occupants go stale.
+    generation: u32,
     /// Next chain member, or NIL.
     chain_next: u32,
     /// For a LinkTimeout attached to the previous entry: that entry's slot. NIL otherwise.
     link_target: u32,
+    stage: Stage,
+    flags: EntryFlags,
+    /// How the completion was delivered (`OVERFLOWED` after a stay in the backlog).
+    cflags: CompletionFlags,
+    /// The previous chain member has not completed yet.
+    chain_pending: bool,
+    /// Cancelled while waiting behind a running chain member; completes ECANCELED when the chain reaches it.
+    cancelled: bool,
 }
 
-struct Slot<Op> {
-    generation: u32,
-    entry: Option<Entry<Op>>,
+/// What `release` reports about an entry leaving the live stages.
+struct Released {
+    chain_next: u32,
+    link_target: u32,
+    cancelled: bool,
 }
 
 #[derive(Debug)]
@@ -81,8 +106,11 @@ pub struct RingQueue<Op> {
     /// Timeout and LinkTimeout entries pushed and not yet completed.
     timer_entries: usize,
     config: QueueConfig,
-    sq: VecDeque<Submission<Op>>,
+    /// Slot indices of pushed entries, oldest first.
+    sq: VecDeque<u32>,
+    /// `sq_entries + max_in_flight + cq_entries` cells: every entry in the SQ, live or in the CQ.
     slots: Vec<Slot<Op>>,
+    /// Unused slots (a stack, so a just-freed, cache-warm slot is reused first).
     free: Vec<u32>,
     links: Links,
     live: List,
@@ -91,7 +119,9 @@ pub struct RingQueue<Op> {
     targets: Vec<TargetState>,
     deadlines: SlotHeap,
     count_goals: SlotHeap,
-    cq: VecDeque<Completion<Op>>,
+    /// Slot indices of posted completions, oldest first.
+    cq: VecDeque<u32>,
+    /// Completions that did not fit in the CQ, moved out of their slots.
     backlog: VecDeque<Completion<Op>>,
     overflowed: u64,
     posted: u64,
@@ -111,18 +141,28 @@ impl<Op> RingQueue<Op> {
     /// Validates `config` and preallocates every table, so steady-state operation never allocates.
     pub fn new(config: QueueConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let slots = config.max_in_flight as usize;
+        let slots = config.slot_count();
         Ok(Self {
             timer_entries: 0,
             config,
             sq: VecDeque::with_capacity(config.sq_entries as usize),
             slots: (0..slots)
                 .map(|_| Slot {
+                    kind: EntryKind::Nop,
+                    user_data: 0,
+                    seq: 0,
+                    result: Ok(0),
                     generation: 0,
-                    entry: None,
+                    chain_next: NIL,
+                    link_target: NIL,
+                    stage: Stage::Free,
+                    flags: EntryFlags::empty(),
+                    cflags: CompletionFlags::empty(),
+                    chain_pending: false,
+                    cancelled: false,
                 })
                 .collect(),
-            free: (0..config.max_in_flight).rev().collect(),
+            free: (0..slots as u32).rev().collect(),
             links: Links::new(slots),
             live: List::EMPTY,
             waiting: List::EMPTY,
@@ -143,7 +183,7 @@ impl<Op> RingQueue<Op> {
             driver_in_flight: 0,
             dirty: false,
             settling: false,
-            scratch: Vec::with_capacity(slots),
+            scratch: Vec::with_capacity(config.max_in_flight as usize),
             #[cfg(test)]
             trace: None,
         })
@@ -155,20 +195,40 @@ impl<Op> RingQueue<Op> {
     }
 
     /// Queues a submission for the next `submit`. A full SQ hands the submission back in the error.
+    #[inline]
     pub fn push(&mut self, submission: Submission<Op>) -> Result<(), PushError<Op>> {
         if self.sq.len() >= self.config.sq_entries as usize {
             return Err(PushError { submission });
         }
+        // Cannot fail: the SQ, the live entries and the CQ each have their share of the slots.
+        let Some(slot) = self.free.pop() else {
+            return Err(PushError { submission });
+        };
         if is_timer(&submission.kind) {
             self.timer_entries += 1;
         }
-        self.sq.push_back(submission);
+        let cell = &mut self.slots[slot as usize];
+        cell.kind = submission.kind;
+        cell.user_data = submission.user_data;
+        cell.flags = submission.flags;
+        cell.stage = Stage::Queued;
+        cell.chain_next = NIL;
+        cell.link_target = NIL;
+        cell.chain_pending = false;
+        cell.cancelled = false;
+        self.sq.push_back(slot);
         Ok(())
     }
 
-    /// Bytes preallocated per in-flight slot (entry, generation, list links, timer positions).
+    /// Bytes preallocated per slot (entry, generation, list links, timer positions). A queue has
+    /// [`RingQueue::slot_count`] slots: one per SQ entry, in-flight entry and CQ entry.
     pub fn bytes_per_slot() -> usize {
         mem::size_of::<Slot<Op>>() + Links::bytes_per_slot() + 2 * SlotHeap::bytes_per_slot()
+    }
+
+    /// How many slots the queue preallocated: tokens' indices are below this.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// Whether a Timeout or LinkTimeout entry is anywhere in the queue: only then does `now`
@@ -204,7 +264,7 @@ impl<Op> RingQueue<Op> {
 
     /// Entries taken from the SQ and not yet completed (waiting, running in the driver, or armed timers).
     pub fn in_flight(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.live.len() as usize
     }
 
     /// Entries in slots that have not started yet: behind a chain member, a DRAIN, an earlier entry of
@@ -215,7 +275,7 @@ impl<Op> RingQueue<Op> {
 
     /// Slots available for `submit` to take more entries.
     pub fn free_slots(&self) -> usize {
-        self.free.len()
+        self.config.max_in_flight as usize - self.live.len() as usize
     }
 
     /// Ops the driver accepted (`Started`) and has not completed yet.
@@ -245,8 +305,8 @@ impl<Op> RingQueue<Op> {
     /// over-long chains that were completed with EINVAL.
     pub fn submit(&mut self, driver: &mut impl Driver<Op>, now: u64) -> usize {
         // io_uring rule: a chain still open at the end of the SQ ends there.
-        if let Some(last) = self.sq.back_mut() {
-            last.flags.remove(EntryFlags::LINK);
+        if let Some(&last) = self.sq.back() {
+            self.slots[last as usize].flags.remove(EntryFlags::LINK);
         }
         let mut taken = 0;
         // Once an entry took the general path, the rest do too, so starts stay in push order.
@@ -258,9 +318,9 @@ impl<Op> RingQueue<Op> {
             }
             direct = false;
             let chain_len = self.front_chain_len();
-            if chain_len > self.slots.len() {
+            if chain_len > self.config.max_in_flight as usize {
                 self.reject_front_chain(chain_len);
-            } else if chain_len <= self.free.len() {
+            } else if chain_len <= self.free_slots() {
                 self.admit_front_chain(chain_len);
             } else {
                 break;
@@ -275,11 +335,17 @@ impl<Op> RingQueue<Op> {
     /// every entry that became startable since the last call, e.g. after `complete` or `unblock`.
     pub fn advance(&mut self, driver: &mut impl Driver<Op>, now: u64) {
         loop {
-            self.fire_expired(driver, now);
+            if self.deadlines.min_key().is_some() {
+                self.fire_expired(driver, now);
+            }
             if !self.dirty {
                 break;
             }
             self.dirty = false;
+            if self.waiting.head == NIL {
+                // The start pass walks only the waiting entries: nothing to do.
+                break;
+            }
             self.start_pass(driver, now);
         }
     }
@@ -291,9 +357,16 @@ impl<Op> RingQueue<Op> {
         let Some(slot) = self.slots.get(token.index() as usize) else {
             return false;
         };
-        let in_flight = matches!(&slot.entry, Some(entry) if entry.stage == Stage::InFlight);
-        if slot.generation != token.generation() || !in_flight {
+        if slot.generation != token.generation() || slot.stage != Stage::InFlight {
             return false;
+        }
+        if slot.chain_next == NIL {
+            // Common case, no chain to walk (an Io entry is never a LinkTimeout itself).
+            let index = token.index();
+            self.release(index);
+            self.post(index, result);
+            self.settle_count_goals();
+            return true;
         }
         self.finish(token.index(), result);
         true
@@ -310,12 +383,74 @@ impl<Op> RingQueue<Op> {
     }
 
     /// Takes the oldest completion; the CQ is refilled from the backlog so order is kept.
+    #[inline]
     pub fn pop_completion(&mut self) -> Option<Completion<Op>> {
-        let completion = self.cq.pop_front()?;
+        let slot = self.cq.pop_front()?;
+        let cell = &mut self.slots[slot as usize];
+        let op = match mem::replace(&mut cell.kind, EntryKind::Nop) {
+            EntryKind::Io { op, .. } => Some(op),
+            _ => None,
+        };
+        cell.stage = Stage::Free;
+        let completion = Completion {
+            user_data: cell.user_data,
+            result: cell.result,
+            flags: cell.cflags,
+            op,
+        };
+        self.free.push(slot);
         if let Some(spilled) = self.backlog.pop_front() {
-            self.cq.push_back(spilled);
+            self.refill_cq(spilled);
         }
         Some(completion)
+    }
+
+    /// Takes the oldest completion like [`RingQueue::pop_completion`], but instead of moving the
+    /// whole op out of its slot, lends it to `take`, which moves out what the caller wants back
+    /// (its buffers, say); the rest of the op is dropped in place. The completion carries what
+    /// `take` returned (`None` for entries other than Io).
+    #[inline]
+    pub fn pop_completion_map<R>(
+        &mut self,
+        take: impl FnOnce(&mut Op) -> R,
+    ) -> Option<Completion<R>> {
+        let slot = self.cq.pop_front()?;
+        let cell = &mut self.slots[slot as usize];
+        let op = match &mut cell.kind {
+            EntryKind::Io { op, .. } => Some(take(op)),
+            _ => None,
+        };
+        cell.kind = EntryKind::Nop;
+        cell.stage = Stage::Free;
+        let completion = Completion {
+            user_data: cell.user_data,
+            result: cell.result,
+            flags: cell.cflags,
+            op,
+        };
+        self.free.push(slot);
+        if let Some(spilled) = self.backlog.pop_front() {
+            self.refill_cq(spilled);
+        }
+        Some(completion)
+    }
+
+    /// Moves a backlogged completion into a slot at the CQ's tail.
+    fn refill_cq(&mut self, spilled: Completion<Op>) {
+        let slot = self.free.pop().expect("a popped completion freed a slot");
+        let cell = &mut self.slots[slot as usize];
+        cell.kind = match spilled.op {
+            Some(op) => EntryKind::Io {
+                target: TargetId(0),
+                op,
+            },
+            None => EntryKind::Nop,
+        };
+        cell.user_data = spilled.user_data;
+        cell.result = spilled.result;
+        cell.cflags = spilled.flags;
+        cell.stage = Stage::Done;
+        self.cq.push_back(slot);
     }
 
     /// Draining iterator over completions (CQ, then backlog), oldest first.
@@ -351,12 +486,8 @@ impl<Op> RingQueue<Op> {
             }
         }
         self.scratch = victims;
-        while let Some(submission) = self.sq.pop_front() {
-            self.post(
-                submission.user_data,
-                Err(IoError::errno(ECANCELED)),
-                submission.kind,
-            );
+        while let Some(slot) = self.sq.pop_front() {
+            self.post(slot, Err(IoError::errno(ECANCELED)));
             cancelled += 1;
         }
         self.settle_count_goals();
@@ -369,39 +500,36 @@ impl<Op> RingQueue<Op> {
     /// barrier is live, for a target that is neither blocked nor has an earlier ready entry
     /// waiting. The general path would start it in the very next pass anyway; starting it on
     /// admission skips the waiting lists. Returns false (touching nothing) when it does not apply.
+    #[inline]
     fn start_front_directly(&mut self, driver: &mut impl Driver<Op>) -> bool {
-        let Some(front) = self.sq.front() else {
+        let Some(&slot) = self.sq.front() else {
             return false;
         };
-        let EntryKind::Io { target, .. } = front.kind else {
+        let cell = &self.slots[slot as usize];
+        let EntryKind::Io { target, .. } = cell.kind else {
             return false;
         };
-        if !front.flags.is_empty() || self.drains.head != NIL || self.free.is_empty() {
+        if !cell.flags.is_empty()
+            || self.drains.head != NIL
+            || self.live.len() >= self.config.max_in_flight
+        {
             return false;
         }
         match self.targets.get(target.0 as usize) {
             Some(state) if !state.blocked && state.waiting.head == NIL => {}
             _ => return false,
         }
-        let submission = self.sq.pop_front().expect("checked");
-        let slot = self.free.pop().expect("checked");
+        self.sq.pop_front();
         let seq = self.next_seq;
         self.next_seq += 1;
         self.links.push_back(&mut self.live, ListKind::Live, slot);
-        let generation = self.slots[slot as usize].generation;
-        let entry = self.slots[slot as usize].entry.insert(Entry {
-            user_data: submission.user_data,
-            seq,
-            kind: submission.kind,
-            stage: Stage::Waiting,
-            chain_pending: false,
-            cancelled: false,
-            chain_next: NIL,
-            link_target: NIL,
-        });
+        let cell = &mut self.slots[slot as usize];
+        cell.seq = seq;
+        cell.stage = Stage::Waiting;
+        let generation = cell.generation;
         #[cfg(test)]
-        let user_data = entry.user_data;
-        let EntryKind::Io { op, .. } = &mut entry.kind else {
+        let user_data = cell.user_data;
+        let EntryKind::Io { op, .. } = &mut cell.kind else {
             unreachable!("checked above")
         };
         let outcome = driver.start(Token::new(slot, generation), target, op);
@@ -409,7 +537,7 @@ impl<Op> RingQueue<Op> {
         self.record(TraceEvent::Start(user_data));
         match outcome {
             StartOutcome::Started => {
-                self.entry_mut(slot).stage = Stage::InFlight;
+                self.slots[slot as usize].stage = Stage::InFlight;
                 self.driver_in_flight += 1;
             }
             StartOutcome::NoMem => {
@@ -429,9 +557,9 @@ impl<Op> RingQueue<Op> {
     /// Length of the chain at the front of the SQ (1 for an unlinked entry).
     fn front_chain_len(&self) -> usize {
         let mut len = 0;
-        for submission in &self.sq {
+        for &slot in &self.sq {
             len += 1;
-            if !submission.flags.contains(EntryFlags::LINK) {
+            if !self.slots[slot as usize].flags.contains(EntryFlags::LINK) {
                 break;
             }
         }
@@ -441,12 +569,8 @@ impl<Op> RingQueue<Op> {
     /// A chain longer than the slot table could never run as a unit: every member fails EINVAL.
     fn reject_front_chain(&mut self, len: usize) {
         for _ in 0..len {
-            let submission = self.sq.pop_front().expect("chain length within SQ");
-            self.post(
-                submission.user_data,
-                Err(IoError::errno(EINVAL)),
-                submission.kind,
-            );
+            let slot = self.sq.pop_front().expect("chain length within SQ");
+            self.post(slot, Err(IoError::errno(EINVAL)));
         }
         self.settle_count_goals();
     }
@@ -454,29 +578,31 @@ impl<Op> RingQueue<Op> {
     fn admit_front_chain(&mut self, len: usize) {
         let mut prev = NIL;
         for _ in 0..len {
-            let submission = self.sq.pop_front().expect("chain length within SQ");
-            let slot = self.free.pop().expect("caller checked free slots");
+            let slot = self.sq.pop_front().expect("chain length within SQ");
             let seq = self.next_seq;
             self.next_seq += 1;
-            let drain = submission.flags.contains(EntryFlags::DRAIN);
+            let cell = &self.slots[slot as usize];
+            let drain = cell.flags.contains(EntryFlags::DRAIN);
+            let link = cell.flags.contains(EntryFlags::LINK);
             // A LinkTimeout attaches to the previous chain member unless that is impossible
             // (chain head, previous is itself a LinkTimeout, or DRAIN which would wait for its own
             // target); such an invalid one runs as an ordinary entry that fails EINVAL.
-            let attached = matches!(submission.kind, EntryKind::LinkTimeout { .. })
+            let attached = matches!(cell.kind, EntryKind::LinkTimeout { .. })
                 && prev != NIL
                 && !drain
                 && !matches!(self.entry(prev).kind, EntryKind::LinkTimeout { .. });
             let chain_pending = prev != NIL && !attached;
-            let entry = Entry {
-                user_data: submission.user_data,
-                seq,
-                kind: submission.kind,
-                stage: Stage::Waiting,
-                chain_pending,
-                cancelled: false,
-                chain_next: NIL,
-                link_target: if attached { prev } else { NIL },
+            let target = match cell.kind {
+                EntryKind::Io { target, .. } => Some(target),
+                _ => None,
             };
+            let cell = &mut self.slots[slot as usize];
+            cell.seq = seq;
+            cell.stage = Stage::Waiting;
+            cell.chain_pending = chain_pending;
+            cell.cancelled = false;
+            cell.chain_next = NIL;
+            cell.link_target = if attached { prev } else { NIL };
             self.links.push_back(&mut self.live, ListKind::Live, slot);
             if drain {
                 self.links
@@ -488,7 +614,7 @@ impl<Op> RingQueue<Op> {
                 // A chain member joins its target's line only once its predecessor succeeded
                 // (see `finish`), so a waiting chain never holds back independent entries.
                 if !chain_pending {
-                    if let EntryKind::Io { target, .. } = &entry.kind {
+                    if let Some(target) = target {
                         if let Some(state) = self.targets.get_mut(target.0 as usize) {
                             self.links
                                 .push_back(&mut state.waiting, ListKind::Target, slot);
@@ -499,12 +625,7 @@ impl<Op> RingQueue<Op> {
             if prev != NIL {
                 self.entry_mut(prev).chain_next = slot;
             }
-            self.slots[slot as usize].entry = Some(entry);
-            prev = if submission.flags.contains(EntryFlags::LINK) {
-                slot
-            } else {
-                NIL
-            };
+            prev = if link { slot } else { NIL };
         }
         self.dirty = true;
     }
@@ -568,9 +689,7 @@ impl<Op> RingQueue<Op> {
     }
 
     fn may_start(&self, slot: u32, seq: u64) -> bool {
-        let Some(entry) = self.slots[slot as usize].entry.as_ref() else {
-            return false;
-        };
+        let entry = &self.slots[slot as usize];
         if entry.seq != seq
             || entry.stage != Stage::Waiting
             || entry.chain_pending
@@ -604,11 +723,9 @@ impl<Op> RingQueue<Op> {
     fn start_entry(&mut self, slot: u32, driver: &mut impl Driver<Op>, now: u64) {
         #[cfg(test)]
         self.record(TraceEvent::Start(self.entry(slot).user_data));
-        let generation = self.slots[slot as usize].generation;
-        let entry = self.slots[slot as usize]
-            .entry
-            .as_mut()
-            .expect("started slot is live");
+        let entry = &mut self.slots[slot as usize];
+        debug_assert!(entry.stage.is_live(), "started slot is live");
+        let generation = entry.generation;
         let seq = entry.seq;
         let action = match &mut entry.kind {
             EntryKind::Io { target, op } => {
@@ -727,11 +844,8 @@ impl<Op> RingQueue<Op> {
         if cur == NIL {
             return Err(IoError::errno(ENOENT));
         }
-        let generation = self.slots[cur as usize].generation;
-        let entry = self.slots[cur as usize]
-            .entry
-            .as_mut()
-            .expect("found on the live list");
+        let entry = &mut self.slots[cur as usize];
+        let generation = entry.generation;
         match entry.stage {
             Stage::Waiting => {
                 if entry.chain_pending || entry.link_target != NIL {
@@ -755,6 +869,7 @@ impl<Op> RingQueue<Op> {
                 self.finish(cur, Err(IoError::errno(ECANCELED)));
                 Ok(0)
             }
+            Stage::Free | Stage::Queued | Stage::Done => unreachable!("found on the live list"),
         }
     }
 
@@ -773,11 +888,9 @@ impl<Op> RingQueue<Op> {
     /// A LinkTimeout fired: stop its target. An Io target completes later with whatever the driver
     /// reports (if the driver cannot abort, its real result); a Timeout target is cancelled here.
     fn abort_link_target(&mut self, target: u32, driver: &mut impl Driver<Op>) {
-        let generation = self.slots[target as usize].generation;
         // The target may already be gone: the LinkTimeout's own completion can satisfy a count goal.
-        let Some(entry) = self.slots[target as usize].entry.as_mut() else {
-            return;
-        };
+        let entry = &mut self.slots[target as usize];
+        let generation = entry.generation;
         match (entry.stage, &mut entry.kind) {
             (Stage::InFlight, EntryKind::Io { target: id, op }) => {
                 // Err(()) needs no action: the op's real result still arrives through complete().
@@ -791,8 +904,9 @@ impl<Op> RingQueue<Op> {
     }
 
     /// Completes every armed count goal that the completions posted so far satisfy.
+    #[inline]
     fn settle_count_goals(&mut self) {
-        if self.settling {
+        if self.settling || self.count_goals.min_key().is_none() {
             return;
         }
         self.settling = true;
@@ -826,7 +940,7 @@ impl<Op> RingQueue<Op> {
         let entry = self.release(slot);
         let mut next = entry.chain_next;
         let mut chain_ok = result.is_ok();
-        self.post(entry.user_data, result, entry.kind);
+        self.post(slot, result);
         if entry.link_target != NIL {
             // A LinkTimeout ending before its target: the chain continues from the target's result.
             self.entry_mut(entry.link_target).chain_next = next;
@@ -834,91 +948,109 @@ impl<Op> RingQueue<Op> {
         }
         if next != NIL && self.entry(next).link_target == slot {
             // The target finished first, so its LinkTimeout is moot.
-            let link_timeout = self.release(next);
+            let link_timeout_slot = next;
+            let link_timeout = self.release(link_timeout_slot);
             chain_ok &= !link_timeout.cancelled;
             next = link_timeout.chain_next;
-            self.post(
-                link_timeout.user_data,
-                Err(IoError::errno(ECANCELED)),
-                link_timeout.kind,
-            );
+            self.post(link_timeout_slot, Err(IoError::errno(ECANCELED)));
         }
         (next != NIL).then_some((next, chain_ok))
     }
 
-    /// Frees a slot (bumping its generation so old tokens go stale) and unhooks it from everything.
-    fn release(&mut self, slot: u32) -> Entry<Op> {
+    /// Takes a live entry out of every live structure (bumping its generation so old tokens go
+    /// stale); its slot stays occupied until `post` puts it in the CQ.
+    #[inline]
+    fn release(&mut self, slot: u32) -> Released {
         let cell = &mut self.slots[slot as usize];
-        let entry = cell.entry.take().expect("released slot is live");
+        debug_assert!(cell.stage.is_live(), "released slot is live");
         cell.generation = cell.generation.wrapping_add(1);
+        let stage = cell.stage;
+        let released = Released {
+            chain_next: cell.chain_next,
+            link_target: cell.link_target,
+            cancelled: cell.cancelled,
+        };
+        let drain = cell.flags.contains(EntryFlags::DRAIN);
+        let timer = is_timer(&cell.kind);
+        let target = match cell.kind {
+            EntryKind::Io { target, .. } => Some(target),
+            _ => None,
+        };
         self.links.unlink(&mut self.live, ListKind::Live, slot);
-        self.links
-            .unlink(&mut self.waiting, ListKind::Waiting, slot);
-        self.links.unlink(&mut self.drains, ListKind::Drain, slot);
-        if let EntryKind::Io { target, .. } = &entry.kind {
-            if let Some(state) = self.targets.get_mut(target.0 as usize) {
+        if stage == Stage::InFlight {
+            // Started entries left the waiting lists when they started.
+            self.driver_in_flight -= 1;
+        } else {
+            self.links
+                .unlink(&mut self.waiting, ListKind::Waiting, slot);
+            if let Some(state) = target.and_then(|t| self.targets.get_mut(t.0 as usize)) {
                 self.links
                     .unlink(&mut state.waiting, ListKind::Target, slot);
             }
         }
-        self.deadlines.remove(slot);
-        self.count_goals.remove(slot);
-        if entry.stage == Stage::InFlight {
-            self.driver_in_flight -= 1;
+        if drain {
+            self.links.unlink(&mut self.drains, ListKind::Drain, slot);
         }
-        self.free.push(slot);
+        if timer {
+            // Only Timeout and LinkTimeout entries ever arm a deadline or a count goal.
+            self.deadlines.remove(slot);
+            self.count_goals.remove(slot);
+        }
         self.dirty = true;
-        entry
+        released
     }
 
-    /// Appends a completion: to the CQ while it has room and nothing is backlogged, else to the backlog.
-    fn post(&mut self, user_data: u64, result: IoResult, kind: EntryKind<Op>) {
-        if is_timer(&kind) {
+    /// Appends the completion of the entry in `slot`: its index to the CQ while the CQ has room
+    /// and nothing is backlogged, else the completion itself (moved out, freeing the slot) to the
+    /// backlog.
+    #[inline]
+    fn post(&mut self, slot: u32, result: IoResult) {
+        #[cfg(test)]
+        self.record(TraceEvent::Post(self.slots[slot as usize].user_data));
+        let cell = &mut self.slots[slot as usize];
+        if is_timer(&cell.kind) {
             self.timer_entries -= 1;
         }
-        #[cfg(test)]
-        self.record(TraceEvent::Post(user_data));
-        let op = match kind {
-            EntryKind::Io { op, .. } => Some(op),
-            _ => None,
-        };
-        let mut completion = Completion {
-            user_data,
-            result,
-            flags: CompletionFlags::empty(),
-            op,
-        };
         self.posted += 1;
         if self.backlog.is_empty() && self.cq.len() < self.config.cq_entries as usize {
-            self.cq.push_back(completion);
+            cell.result = result;
+            cell.cflags = CompletionFlags::empty();
+            cell.stage = Stage::Done;
+            self.cq.push_back(slot);
         } else {
             self.overflowed += 1;
-            completion.flags |= CompletionFlags::OVERFLOWED;
-            self.backlog.push_back(completion);
+            let op = match mem::replace(&mut cell.kind, EntryKind::Nop) {
+                EntryKind::Io { op, .. } => Some(op),
+                _ => None,
+            };
+            cell.stage = Stage::Free;
+            self.backlog.push_back(Completion {
+                user_data: cell.user_data,
+                result,
+                flags: CompletionFlags::OVERFLOWED,
+                op,
+            });
+            self.free.push(slot);
         }
     }
 
     // ----- helpers ---------------------------------------------------------------------------
 
-    fn entry(&self, slot: u32) -> &Entry<Op> {
-        self.slots[slot as usize]
-            .entry
-            .as_ref()
-            .expect("slot is live")
+    fn entry(&self, slot: u32) -> &Slot<Op> {
+        let entry = &self.slots[slot as usize];
+        debug_assert!(entry.stage.is_live(), "slot is live");
+        entry
     }
 
-    fn entry_mut(&mut self, slot: u32) -> &mut Entry<Op> {
-        self.slots[slot as usize]
-            .entry
-            .as_mut()
-            .expect("slot is live")
+    fn entry_mut(&mut self, slot: u32) -> &mut Slot<Op> {
+        let entry = &mut self.slots[slot as usize];
+        debug_assert!(entry.stage.is_live(), "slot is live");
+        entry
     }
 
-    fn live_entry_mut(&mut self, slot: u32, seq: u64) -> Option<&mut Entry<Op>> {
-        self.slots[slot as usize]
-            .entry
-            .as_mut()
-            .filter(|entry| entry.seq == seq)
+    fn live_entry_mut(&mut self, slot: u32, seq: u64) -> Option<&mut Slot<Op>> {
+        Some(&mut self.slots[slot as usize])
+            .filter(|entry| entry.stage.is_live() && entry.seq == seq)
     }
 }
 
@@ -942,15 +1074,35 @@ impl<Op> RingQueue<Op> {
 
     /// Panics if the internal tables disagree with each other.
     pub(super) fn check_invariants(&self) {
+        let stage_count = |stage: Stage| self.slots.iter().filter(|s| s.stage == stage).count();
         let live_slots: Vec<u32> = (0..self.slots.len() as u32)
-            .filter(|&slot| self.slots[slot as usize].entry.is_some())
+            .filter(|&slot| self.slots[slot as usize].stage.is_live())
             .collect();
-        assert_eq!(live_slots.len() + self.free.len(), self.slots.len());
+        assert_eq!(stage_count(Stage::Free), self.free.len());
+        assert_eq!(stage_count(Stage::Queued), self.sq.len());
+        assert_eq!(stage_count(Stage::Done), self.cq.len());
+        assert!(self
+            .sq
+            .iter()
+            .all(|&s| self.slots[s as usize].stage == Stage::Queued));
+        assert!(self
+            .cq
+            .iter()
+            .all(|&s| self.slots[s as usize].stage == Stage::Done));
+        assert!(self
+            .free
+            .iter()
+            .all(|&s| self.slots[s as usize].stage == Stage::Free));
+        assert!(live_slots.len() <= self.config.max_in_flight as usize);
         let timers_in_slots = live_slots
             .iter()
             .filter(|&&slot| is_timer(&self.entry(slot).kind))
             .count();
-        let timers_in_sq = self.sq.iter().filter(|s| is_timer(&s.kind)).count();
+        let timers_in_sq = self
+            .sq
+            .iter()
+            .filter(|&&s| is_timer(&self.slots[s as usize].kind))
+            .count();
         assert_eq!(self.timer_entries, timers_in_slots + timers_in_sq);
         assert_eq!(self.live.len() as usize, live_slots.len());
         let mut waiting = 0;
@@ -966,6 +1118,7 @@ impl<Op> RingQueue<Op> {
                 Stage::Waiting => {}
                 Stage::InFlight => in_driver += 1,
                 Stage::Armed => assert!(self.deadlines.contains(cur), "armed timer in heap"),
+                Stage::Free | Stage::Queued | Stage::Done => panic!("dead slot on the live list"),
             }
             if entry.cancelled {
                 assert!(entry.stage == Stage::Waiting);

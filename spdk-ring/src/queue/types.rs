@@ -281,10 +281,16 @@ impl QueueConfig {
                 cq_entries: self.cq_entries,
             });
         }
-        if self.max_in_flight == u32::MAX {
+        if self.max_in_flight == u32::MAX || self.slot_count() as u64 >= u64::from(u32::MAX) {
             return Err(ConfigError::TooManySlots(self.max_in_flight));
         }
         Ok(())
+    }
+
+    /// Slots the queue preallocates: an entry keeps its slot from `push` until its completion is
+    /// popped, so there is one per SQ entry, in-flight entry and CQ entry.
+    pub fn slot_count(&self) -> usize {
+        self.sq_entries as usize + self.max_in_flight as usize + self.cq_entries as usize
     }
 }
 
@@ -305,8 +311,9 @@ pub enum ConfigError {
         /// Configured CQ size.
         cq_entries: u32,
     },
-    /// `u32::MAX` is reserved as the "no slot" marker.
-    #[error("max_in_flight ({0}) must be below u32::MAX")]
+    /// `u32::MAX` is reserved as the "no slot" marker; the SQ, in-flight and CQ sizes together
+    /// must stay below it.
+    #[error("max_in_flight ({0}) must be below u32::MAX, and sq_entries + max_in_flight + cq_entries too")]
     TooManySlots(u32),
 }
 

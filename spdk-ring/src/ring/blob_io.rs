@@ -14,6 +14,7 @@ use super::{failed, Event, SlotCtx, SpdkDriver, MAX_IOVECS};
 use crate::blob::{Blob, BlobId, PreparedBlobOpts, StoreInner};
 use crate::dma::DmaBuf;
 use crate::queue::{IoError, StartOutcome, Token};
+use crate::ring::entry::Buffers;
 use spdk_ring_sys as sys;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -120,21 +121,19 @@ impl std::fmt::Debug for BlobOp {
 }
 
 impl BlobOp {
-    pub(crate) fn has_single_buffer(&self) -> bool {
-        matches!(self, BlobOp::Read { .. } | BlobOp::Write { .. })
-    }
-
-    pub(crate) fn into_buf(self) -> Option<DmaBuf> {
+    /// What the completion hands back: buffers, or the opened blob.
+    pub(crate) fn into_buffers(self) -> Buffers {
         match self {
-            BlobOp::Read { buf, .. } | BlobOp::Write { buf, .. } => Some(buf),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn take_bufs(&mut self) -> Vec<DmaBuf> {
-        match self {
-            BlobOp::Readv { bufs, .. } | BlobOp::Writev { bufs, .. } => std::mem::take(bufs),
-            _ => Vec::new(),
+            BlobOp::Read { buf, .. } | BlobOp::Write { buf, .. } => {
+                Buffers::new(Some(buf), Vec::new(), None)
+            }
+            BlobOp::Readv { bufs, .. } | BlobOp::Writev { bufs, .. } => {
+                Buffers::new(None, bufs, None)
+            }
+            BlobOp::Open { mut opened, .. }
+            | BlobOp::IterFirst { mut opened }
+            | BlobOp::IterNext { mut opened, .. } => Buffers::new(None, Vec::new(), opened.take()),
+            _ => Buffers::default(),
         }
     }
 
@@ -148,15 +147,6 @@ impl BlobOp {
             BlobOp::WriteZeroes { .. } => DataKind::WriteZeroes,
             _ => return None,
         })
-    }
-
-    pub(crate) fn take_blob(&mut self) -> Option<Blob> {
-        match self {
-            BlobOp::Open { opened, .. }
-            | BlobOp::IterFirst { opened }
-            | BlobOp::IterNext { opened, .. } => opened.take(),
-            _ => None,
-        }
     }
 }
 

@@ -3,10 +3,11 @@
 //! ring's own qpairs (NVMe namespace targets), and SPDK's callbacks onto
 //! core events.
 //!
-//! Callbacks never touch the core. They append to the [`Inbox`], a
-//! preallocated buffer the ring drains after each `spdk_thread_poll`, so a
-//! callback that SPDK runs synchronously inside a submit call is as safe as
-//! one that runs later.
+//! Callbacks never touch the core. An I/O callback leaves its result in
+//! its slot's context and the slot's index in the [`Inbox`], a preallocated
+//! ring the ring drains after each `spdk_thread_poll`, so a callback that
+//! SPDK runs synchronously inside a submit call is as safe as one that runs
+//! later.
 
 use super::entry::{IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
 use crate::bdev::{BdevDesc, IoChannel, IoTypes, OpenMode};
@@ -46,6 +47,10 @@ pub(crate) enum Event {
 /// Where callbacks leave their events. Its address is stable (boxed) and it
 /// outlives every callback: the ring quiesces before freeing it.
 pub(crate) struct Inbox {
+    /// Slots whose I/O finished, in completion order (the common event).
+    pub(crate) done: DoneRing,
+    /// Everything else: unblocks, admin completions, and (never in
+    /// practice) an I/O completion that found `done` full.
     pub(crate) events: RefCell<VecDeque<Event>>,
     /// Set if a callback body panicked (the panic is contained there and
     /// re-raised by the ring on the caller's side).
@@ -64,9 +69,68 @@ pub(crate) struct AdminMailbox {
     pub(crate) callback_panicked: std::sync::atomic::AtomicBool,
 }
 
+/// Indices of slots whose I/O finished, oldest first: a fixed ring of
+/// `Cell`s, written by callbacks (possibly inside a submit call) and read by
+/// the ring between SPDK calls. An in-flight I/O finishes once before its
+/// slot can start another, so `max_in_flight` cells never overflow; if one
+/// ever did, the completion would go to the growable queue, not be lost.
+pub(crate) struct DoneRing {
+    cells: Box<[Cell<u32>]>,
+    head: Cell<u32>,
+    len: Cell<u32>,
+}
+
+impl DoneRing {
+    fn with_capacity(n: usize) -> DoneRing {
+        DoneRing {
+            cells: (0..n.max(1)).map(|_| Cell::new(0)).collect(),
+            head: Cell::new(0),
+            len: Cell::new(0),
+        }
+    }
+
+    /// Appends `index`; false if full.
+    #[inline]
+    fn push(&self, index: u32) -> bool {
+        let (len, cap) = (self.len.get(), self.cells.len() as u32);
+        if len == cap {
+            return false;
+        }
+        let mut at = self.head.get() + len;
+        if at >= cap {
+            at -= cap;
+        }
+        self.cells[at as usize].set(index);
+        self.len.set(len + 1);
+        true
+    }
+
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<u32> {
+        let len = self.len.get();
+        if len == 0 {
+            return None;
+        }
+        let head = self.head.get();
+        let index = self.cells[head as usize].get();
+        let next = head + 1;
+        self.head.set(if next == self.cells.len() as u32 {
+            0
+        } else {
+            next
+        });
+        self.len.set(len - 1);
+        Some(index)
+    }
+}
+
 impl Inbox {
+    /// An inbox for `n` I/Os in flight at once.
     pub(crate) fn with_capacity(n: usize) -> Inbox {
         Inbox {
+            done: DoneRing::with_capacity(n),
+            // Room for an event per in-flight entry, as when every
+            // completion went through here (admin commands still do).
             events: RefCell::new(VecDeque::with_capacity(n)),
             callback_panicked: Cell::new(false),
             admin: AdminMailbox {
@@ -96,14 +160,32 @@ impl Inbox {
         // only borrows it to drain, outside any SPDK call.
         self.events.borrow_mut().push_back(event);
     }
+
+    /// Records that the I/O of `slot` finished with `result`.
+    #[inline]
+    fn finished(&self, slot: &SlotCtx, result: Result<u64, IoError>) {
+        slot.result.set(result);
+        if !self.done.push(slot.index) {
+            self.post(Event::Done {
+                token: slot.token.get(),
+                target: slot.target.get(),
+                result,
+            });
+        }
+    }
 }
 
 /// Per in-flight slot: the callback argument SPDK holds. One per core slot,
 /// in a boxed slice that never moves while the ring lives.
 pub(crate) struct SlotCtx {
     inbox: *const Inbox,
-    token: Cell<Token>,
-    target: Cell<u32>,
+    /// This context's index in the slot table (= its tokens' index).
+    index: u32,
+    pub(crate) token: Cell<Token>,
+    pub(crate) target: Cell<u32>,
+    /// The result, written by the callback and read when the ring drains
+    /// the inbox.
+    pub(crate) result: Cell<Result<u64, IoError>>,
     /// Bytes a successful completion reports.
     bytes: Cell<u64>,
     /// Attach the NVMe status to failures (NVMe-backed bdev).
@@ -207,6 +289,9 @@ pub(crate) struct SpdkDriver {
     admin_in_flight: u32,
     /// Submissions SPDK refused with ENOMEM (each retried later).
     pub(crate) enomem_retries: u64,
+    /// NVMe namespace targets ever registered: without any, `poll_nvme`
+    /// has nothing to do.
+    nvme_targets: u32,
     pub(crate) targets: Vec<TargetState>,
     pub(crate) slots: Box<[SlotCtx]>,
     iovecs: Box<[SlotIovecs]>,
@@ -227,11 +312,7 @@ unsafe extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, ctx
             // SAFETY: bdev_io is valid until freed below.
             Err(unsafe { failure_of(bdev_io, slot.nvme_backed.get()) })
         };
-        inbox.post(Event::Done {
-            token: slot.token.get(),
-            target: slot.target.get(),
-            result,
-        });
+        inbox.finished(slot, result);
     }));
     if outcome.is_err() {
         inbox.callback_panicked.set(true);
@@ -316,10 +397,12 @@ fn blocks_for(buf_len: usize, num_blocks: u32, block_size: u32) -> Result<u64, i
 impl SpdkDriver {
     pub(crate) fn new(ring_id: u32, slots: usize, inbox: *const Inbox) -> SpdkDriver {
         let slots: Box<[SlotCtx]> = (0..slots)
-            .map(|_| SlotCtx {
+            .map(|index| SlotCtx {
                 inbox,
+                index: index as u32,
                 token: Cell::new(Token::from_u64(0)),
                 target: Cell::new(0),
+                result: Cell::new(Ok(0)),
                 bytes: Cell::new(0),
                 nvme_backed: Cell::new(false),
             })
@@ -336,6 +419,7 @@ impl SpdkDriver {
             next_admin_poll: 0,
             admin_in_flight: 0,
             enomem_retries: 0,
+            nvme_targets: 0,
             targets: Vec::new(),
             slots,
             iovecs,
@@ -399,6 +483,7 @@ impl SpdkDriver {
         }
         let qpair = alloc_io_qpair(ctrlr, &opts)?;
         let index = self.targets.len() as u32;
+        self.nvme_targets += 1;
         self.targets.push(TargetState {
             nvme: Some(NvmeQueue {
                 qpair,
@@ -467,6 +552,9 @@ impl SpdkDriver {
     /// Processes completions on every NVMe qpair, and the admin queue (with
     /// keep-alive) of their controllers at most every `ADMIN_POLL_TICKS`.
     pub(crate) fn poll_nvme(&mut self) {
+        if self.nvme_targets == 0 {
+            return;
+        }
         // SAFETY: the inbox outlives the driver's use of it.
         let inbox = unsafe { &*self.inbox };
         let mut admin_due = None;
@@ -895,11 +983,7 @@ unsafe extern "C" fn nvme_done(ctx: *mut c_void, cpl: *const sys::spdk_nvme_cpl)
         } else {
             Ok(slot.bytes.get())
         };
-        inbox.post(Event::Done {
-            token: slot.token.get(),
-            target: slot.target.get(),
-            result,
-        });
+        inbox.finished(slot, result);
     }));
     if outcome.is_err() {
         inbox.callback_panicked.set(true);

@@ -85,26 +85,31 @@ pub struct Target {
 /// valid index does, the driver fails them with `EBADF` by their ring id.
 const FOREIGN_TARGET: TargetId = TargetId(0);
 
-/// Bytes a ring preallocates per queue entry, for sizing rings.
+/// Bytes a ring preallocates per queue entry, for sizing rings. An entry
+/// stays in one slot from `push` until its completion is taken, so every
+/// SQ entry, in-flight entry and CQ entry brings one slot; the SQ and CQ
+/// themselves hold only slot indices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryFootprint {
-    /// One submission queue entry.
+    /// One submission queue entry: its index plus its slot.
     pub sq_entry: usize,
-    /// One completion queue entry.
+    /// One completion queue entry: its index plus its slot.
     pub cq_entry: usize,
-    /// One in-flight slot: the queued entry plus the SPDK callback context
-    /// (with room for [`MAX_IOVECS`] iovecs).
+    /// One in-flight entry: its slot.
     pub in_flight_slot: usize,
 }
 
 impl EntryFootprint {
     pub fn get() -> EntryFootprint {
         use std::mem::size_of;
+        // Per slot: the queued entry plus the SPDK callback context (the
+        // iovecs for vectored I/O, `MAX_IOVECS` per slot, come on top).
+        let slot =
+            crate::queue::RingQueue::<entry::IoOp>::bytes_per_slot() + size_of::<driver::SlotCtx>();
         EntryFootprint {
-            sq_entry: size_of::<crate::queue::Submission<entry::IoOp>>(),
-            cq_entry: size_of::<crate::queue::Completion<entry::IoOp>>(),
-            in_flight_slot: crate::queue::RingQueue::<entry::IoOp>::bytes_per_slot()
-                + size_of::<driver::SlotCtx>(),
+            sq_entry: size_of::<u32>() + slot,
+            cq_entry: size_of::<u32>() + slot,
+            in_flight_slot: slot,
         }
     }
 }
@@ -148,8 +153,9 @@ impl RingBuilder {
             max_targets: self.max_targets,
         };
         let queue = RingQueue::new(config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let slots = config.max_in_flight as usize;
-        let inbox = Box::new(Inbox::with_capacity(slots + 8));
+        // Tokens name the queue's slots; only in-flight entries complete through the inbox.
+        let slots = queue.slot_count();
+        let inbox = Box::new(Inbox::with_capacity(config.max_in_flight as usize + 8));
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
         let driver = SpdkDriver::new(ring_id, slots, &*inbox);
         let ticks_hz = crate::clock::ticks_hz().max(1);
@@ -315,6 +321,7 @@ impl Ring {
 
     /// Queues an entry; when the SQ is full the entry comes back in the
     /// error, untouched.
+    #[inline]
     pub fn push(&mut self, mut entry: Entry) -> std::result::Result<(), PushError> {
         if let crate::queue::EntryKind::Io { target, op } = &mut entry.submission.kind {
             // An entry built with another ring's handle must not reach this
@@ -368,12 +375,15 @@ impl Ring {
 
     /// Drains ready completions, oldest first.
     pub fn completions(&mut self) -> impl Iterator<Item = Completion> + '_ {
-        self.queue.completions().map(Completion::from_queue)
+        std::iter::from_fn(move || self.next_completion())
     }
 
     /// Takes one completion, if any is ready.
+    #[inline]
     pub fn next_completion(&mut self) -> Option<Completion> {
-        self.queue.pop_completion().map(Completion::from_queue)
+        self.queue
+            .pop_completion_map(entry::IoOp::take_buffers)
+            .map(Completion::from_queue)
     }
 
     /// Completions that ever had to wait in the overflow backlog.
@@ -436,6 +446,12 @@ impl Ring {
 
     /// Returns whether a callback panicked since the last drain.
     fn drain_inbox(&mut self) -> bool {
+        while let Some(index) = self.inbox.done.pop() {
+            let ctx = &self.driver.slots[index as usize];
+            let (token, target, result) = (ctx.token.get(), ctx.target.get(), ctx.result.get());
+            self.driver.note_done(target);
+            self.queue.complete(token, result);
+        }
         loop {
             let event = self.inbox.events.borrow_mut().pop_front();
             let Some(event) = event else { break };
