@@ -124,15 +124,11 @@ impl BlobOp {
     /// What the completion hands back: buffers, or the opened blob.
     pub(crate) fn into_buffers(self) -> Buffers {
         match self {
-            BlobOp::Read { buf, .. } | BlobOp::Write { buf, .. } => {
-                Buffers::new(Some(buf), Vec::new(), None)
-            }
-            BlobOp::Readv { bufs, .. } | BlobOp::Writev { bufs, .. } => {
-                Buffers::new(None, bufs, None)
-            }
+            BlobOp::Read { buf, .. } | BlobOp::Write { buf, .. } => Buffers::one(buf),
+            BlobOp::Readv { bufs, .. } | BlobOp::Writev { bufs, .. } => Buffers::many(bufs),
             BlobOp::Open { mut opened, .. }
             | BlobOp::IterFirst { mut opened }
-            | BlobOp::IterNext { mut opened, .. } => Buffers::new(None, Vec::new(), opened.take()),
+            | BlobOp::IterNext { mut opened, .. } => Buffers::blob(opened.take()),
             _ => Buffers::default(),
         }
     }

@@ -214,19 +214,47 @@ pub struct Completion {
 pub(crate) struct Buffers {
     /// The buffer of a single-buffer entry.
     one: Option<DmaBuf>,
-    /// The buffers of a vectored entry.
-    many: Vec<DmaBuf>,
-    /// The blob a `BlobOpen`/`BlobIterFirst`/`BlobIterNext` opened.
-    blob: Option<crate::blob::Blob>,
+    /// The buffers of a vectored entry, or the blob a blob-opening entry
+    /// opened.
+    rest: Rest,
 }
 
+/// The second half of [`Buffers`]: one word-sized enum, as small as the
+/// `Vec` alone (the blob variant lives in the `Vec`'s niche).
+#[derive(Debug)]
+enum Rest {
+    Many(Vec<DmaBuf>),
+    Blob(crate::blob::Blob),
+}
+
+impl Default for Rest {
+    fn default() -> Self {
+        Rest::Many(Vec::new())
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Rest>() == std::mem::size_of::<Vec<DmaBuf>>());
+
 impl Buffers {
-    pub(crate) fn new(
-        one: Option<DmaBuf>,
-        many: Vec<DmaBuf>,
-        blob: Option<crate::blob::Blob>,
-    ) -> Self {
-        Buffers { one, many, blob }
+    pub(crate) fn one(buf: DmaBuf) -> Self {
+        Buffers {
+            one: Some(buf),
+            rest: Rest::default(),
+        }
+    }
+
+    pub(crate) fn many(bufs: Vec<DmaBuf>) -> Self {
+        Buffers {
+            one: None,
+            rest: Rest::Many(bufs),
+        }
+    }
+
+    pub(crate) fn blob(blob: Option<crate::blob::Blob>) -> Self {
+        Buffers {
+            one: None,
+            rest: blob.map_or_else(Rest::default, Rest::Blob),
+        }
     }
 }
 
@@ -245,8 +273,7 @@ impl IoOp {
         };
         Buffers {
             one,
-            many,
-            blob: None,
+            rest: Rest::Many(many),
         }
     }
 }
@@ -297,7 +324,10 @@ impl Completion {
     pub fn take_bufs(&mut self) -> Vec<DmaBuf> {
         match self.bufs.one.take() {
             Some(buf) => vec![buf],
-            None => std::mem::take(&mut self.bufs.many),
+            None => match &mut self.bufs.rest {
+                Rest::Many(bufs) => std::mem::take(bufs),
+                Rest::Blob(_) => Vec::new(),
+            },
         }
     }
 
@@ -306,7 +336,13 @@ impl Completion {
     /// [`BlobIterNext`](super::opcode::BlobIterNext) opened. A blob not
     /// taken is closed when the completion is dropped.
     pub fn take_blob(&mut self) -> Option<crate::blob::Blob> {
-        self.bufs.blob.take()
+        match std::mem::take(&mut self.bufs.rest) {
+            Rest::Blob(blob) => Some(blob),
+            many => {
+                self.bufs.rest = many;
+                None
+            }
+        }
     }
 }
 
@@ -318,7 +354,8 @@ impl fmt::Debug for Completion {
             .field("flags", &self.flags)
             .field(
                 "has_buffers",
-                &(self.bufs.one.is_some() || !self.bufs.many.is_empty()),
+                &(self.bufs.one.is_some()
+                    || matches!(&self.bufs.rest, Rest::Many(b) if !b.is_empty())),
             )
             .finish()
     }
