@@ -378,8 +378,16 @@ mod on_malloc {
         for i in [0u64, 31, 63] {
             assert_eq!(read(&mut ring, t, &blob, i * 8, 4096), pattern(4096, i));
         }
-        drop((ring, blob));
+        // Unregistering lets go of the store: with the blob closed, it unloads.
+        ring.unregister_bdev(t).unwrap();
+        let done = run_one(
+            &mut ring,
+            opcode::BlobRead::new(t, &blob, DmaBuf::alloc(4096, 0).unwrap(), 0).build(),
+        );
+        assert_eq!(done.errno(), Some(Errno::EBADF));
+        drop(blob);
         store.unload().unwrap();
+        drop(ring);
     }
 
     #[test]

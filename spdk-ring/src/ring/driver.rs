@@ -610,8 +610,10 @@ impl SpdkDriver {
     /// longer uses, so their descriptors can close.
     pub(crate) fn release_idle_targets(&mut self) {
         for t in &mut self.targets {
-            if t.nvme.is_some() && t.unregistered && t.in_flight == 0 {
+            if t.unregistered && t.in_flight == 0 {
+                // NVMe qpair, or blob channel (and the store reference).
                 t.nvme = None;
+                t.blob = None;
             }
             if t.channel.is_none() {
                 continue;

@@ -290,7 +290,8 @@ impl Ring {
     }
 
     /// Stops accepting entries for `target` (they complete `EBADF`) and
-    /// releases its channel once its in-flight I/O has completed.
+    /// releases its channel (bdev or blobstore) or qpair (NVMe) once its
+    /// in-flight I/O has completed; a blobstore is then no longer held.
     pub fn unregister_bdev(&mut self, target: Target) -> Result<()> {
         let t = self.valid_target_mut(target)?;
         t.unregistered = true;
