@@ -33,24 +33,26 @@ fn blob_entry(target: Target, op: BlobOp) -> Entry {
     io_entry(target, IoKind::Blob(op))
 }
 
-macro_rules! blob_buffer_io {
-    ($(#[$doc:meta])* $name:ident, $variant:ident) => {
+/// A blob read or write builder over `$field: $ty` (one buffer, or several).
+macro_rules! blob_data_io {
+    ($(#[$doc:meta])* $name:ident, $variant:ident, $field:ident: $ty:ty) => {
         $(#[$doc])*
         #[derive(Debug)]
         pub struct $name {
             target: Target,
             blob: Blob,
-            buf: DmaBuf,
+            $field: $ty,
             offset: u64,
             units: u64,
         }
 
         impl $name {
-            /// An I/O of the whole buffer at io unit `offset` of `blob`.
-            pub fn new(target: Target, blob: &Blob, buf: DmaBuf, offset: u64) -> Self {
-                $name { target, blob: blob.clone(), buf, offset, units: WHOLE_BUFFER_UNITS }
+            /// An I/O of all the memory given, at io unit `offset` of `blob`
+            /// (at most [`MAX_IOVECS`](crate::MAX_IOVECS) buffers).
+            pub fn new(target: Target, blob: &Blob, $field: $ty, offset: u64) -> Self {
+                $name { target, blob: blob.clone(), $field, offset, units: WHOLE_BUFFER_UNITS }
             }
-            /// Transfer only `n` io units (the buffer must hold them).
+            /// Transfer only `n` io units (the memory must hold them).
             pub fn io_units(mut self, n: u64) -> Self {
                 self.units = n.min(WHOLE_BUFFER_UNITS - 1);
                 self
@@ -58,67 +60,37 @@ macro_rules! blob_buffer_io {
             pub fn build(self) -> Entry {
                 blob_entry(
                     self.target,
-                    BlobOp::$variant { blob: self.blob, buf: self.buf, offset: self.offset, units: self.units },
+                    BlobOp::$variant { blob: self.blob, $field: self.$field, offset: self.offset, units: self.units },
                 )
             }
         }
     };
 }
 
-blob_buffer_io!(
+blob_data_io!(
     /// Reads from a blob into a DMA buffer (never-written clusters of a
     /// thin blob read as zeros); the completion hands the buffer back.
     BlobRead,
-    Read
+    Read,
+    buf: DmaBuf
 );
-blob_buffer_io!(
+blob_data_io!(
     /// Writes a DMA buffer to a blob (allocating clusters of a thin blob).
     BlobWrite,
-    Write
+    Write,
+    buf: DmaBuf
 );
-
-macro_rules! blob_vectored_io {
-    ($(#[$doc:meta])* $name:ident, $variant:ident) => {
-        $(#[$doc])*
-        #[derive(Debug)]
-        pub struct $name {
-            target: Target,
-            blob: Blob,
-            bufs: Vec<DmaBuf>,
-            offset: u64,
-            units: u64,
-        }
-
-        impl $name {
-            /// An I/O over all buffers in order (at most
-            /// [`MAX_IOVECS`](crate::MAX_IOVECS)).
-            pub fn new(target: Target, blob: &Blob, bufs: Vec<DmaBuf>, offset: u64) -> Self {
-                $name { target, blob: blob.clone(), bufs, offset, units: WHOLE_BUFFER_UNITS }
-            }
-            /// Transfer only `n` io units (the buffers must hold them).
-            pub fn io_units(mut self, n: u64) -> Self {
-                self.units = n.min(WHOLE_BUFFER_UNITS - 1);
-                self
-            }
-            pub fn build(self) -> Entry {
-                blob_entry(
-                    self.target,
-                    BlobOp::$variant { blob: self.blob, bufs: self.bufs, offset: self.offset, units: self.units },
-                )
-            }
-        }
-    };
-}
-
-blob_vectored_io!(
+blob_data_io!(
     /// Scatter read from a blob; all buffers come back in the completion.
     BlobReadv,
-    Readv
+    Readv,
+    bufs: Vec<DmaBuf>
 );
-blob_vectored_io!(
+blob_data_io!(
     /// Gather write to a blob; all buffers come back in the completion.
     BlobWritev,
-    Writev
+    Writev,
+    bufs: Vec<DmaBuf>
 );
 
 macro_rules! blob_range_io {
