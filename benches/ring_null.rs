@@ -99,7 +99,7 @@ mod ring_job {
                     issued += 1;
                 }
                 self.ring.poll();
-                while let Some(mut c) = self.ring.next_completion() {
+                while let Some(mut c) = self.ring.reap() {
                     debug_assert!(c.is_ok());
                     self.bufs
                         .push(c.take_buf().expect("reads return their buffer"));

@@ -186,7 +186,8 @@ fn job(
     loop {
         ring.poll();
         let now = clock::ticks();
-        while let Some(mut done) = ring.next_completion() {
+        loop {
+            let Some(mut done) = ring.reap() else { break };
             let slot = done.user_data() as usize;
             latency.record(now - submitted_at[slot]);
             if done.is_ok() {
@@ -197,6 +198,7 @@ fn job(
             let buf = done
                 .take_buf()
                 .expect("read and write entries return their buffer");
+            drop(done);
             if now < deadline {
                 issue(&mut ring, slot, buf);
                 submitted_at[slot] = now;

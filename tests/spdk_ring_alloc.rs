@@ -69,7 +69,8 @@ fn steady_state_io_allocates_nothing() {
         .collect();
     let mut next = 0u64;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut run = |ring: &mut Ring, bufs: &mut Vec<DmaBuf>, ios: u64| {
+    // Reaps through owned completions, or in place with `reap`.
+    let mut run = |ring: &mut Ring, bufs: &mut Vec<DmaBuf>, ios: u64, in_place: bool| {
         let mut done = 0;
         while done < ios {
             assert!(
@@ -92,17 +93,27 @@ fn steady_state_io_allocates_nothing() {
                 next += 1;
             }
             ring.poll();
-            for mut c in ring.completions() {
-                assert_eq!(c.result(), Ok(4096));
-                bufs.push(c.take_buf().unwrap());
-                done += 1;
+            if in_place {
+                while let Some(mut c) = ring.reap() {
+                    assert_eq!(c.result(), Ok(4096));
+                    bufs.push(c.take_buf().unwrap());
+                    done += 1;
+                }
+            } else {
+                for mut c in ring.completions() {
+                    assert_eq!(c.result(), Ok(4096));
+                    bufs.push(c.take_buf().unwrap());
+                    done += 1;
+                }
             }
         }
     };
-    run(&mut ring, &mut bufs, 20_000);
+    run(&mut ring, &mut bufs, 20_000, false);
+    run(&mut ring, &mut bufs, 20_000, true);
     COUNT_HERE.with(|c| c.set(true));
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    run(&mut ring, &mut bufs, 300_000);
+    run(&mut ring, &mut bufs, 150_000, false);
+    run(&mut ring, &mut bufs, 150_000, true);
     let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
     COUNT_HERE.with(|c| c.set(false));
     assert_eq!(

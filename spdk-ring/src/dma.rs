@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Alignment used by [`DmaBuf::alloc`] when none is given: one 4 KiB page.
 pub const DEFAULT_DMA_ALIGN: usize = 4096;
@@ -20,11 +20,49 @@ pub const DEFAULT_DMA_ALIGN: usize = 4096;
 /// code at once. The buffer keeps the SPDK environment alive until it is
 /// freed.
 pub struct DmaBuf {
-    // Kept to three words: buffers travel inside every ring entry.
+    // Two words, which Rust moves in registers: buffers go in and out of a
+    // ring entry on every I/O. The environment hold is shared (`HOLD`).
     ptr: NonNull<u8>,
     len: usize,
-    _env: Arc<EnvToken>,
     _not_sync: PhantomData<Cell<()>>,
+}
+
+/// The live buffers' shared hold on the environment: the first buffer
+/// takes it, the last one freed lets it go (which may finish SPDK).
+struct BufferHold {
+    live: usize,
+    env: Option<Arc<EnvToken>>,
+}
+
+static HOLD: Mutex<BufferHold> = Mutex::new(BufferHold { live: 0, env: None });
+
+fn lock_hold() -> std::sync::MutexGuard<'static, BufferHold> {
+    HOLD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts one more buffer, holding the environment if it is the first.
+fn hold_env() -> Result<()> {
+    let mut hold = lock_hold();
+    if hold.live == 0 {
+        hold.env = Some(live_env()?);
+    }
+    hold.live += 1;
+    Ok(())
+}
+
+/// Counts one buffer less; the last one releases the environment (outside
+/// the lock, as finishing SPDK takes time).
+fn release_env() {
+    let env = {
+        let mut hold = lock_hold();
+        hold.live -= 1;
+        if hold.live == 0 {
+            hold.env.take()
+        } else {
+            None
+        }
+    };
+    drop(env);
 }
 
 // SAFETY: the buffer is uniquely owned memory from SPDK's thread-safe
@@ -62,8 +100,8 @@ impl DmaBuf {
                 "alignment {align} is not a power of two"
             )));
         }
-        let env = live_env()?;
-        // SAFETY: the environment is initialised (env token held); the
+        hold_env()?;
+        // SAFETY: the environment is initialised (held above); the
         // arguments are validated; a null return is handled.
         let raw = unsafe {
             let numa = sys::SPDK_ENV_NUMA_ID_ANY;
@@ -74,11 +112,13 @@ impl DmaBuf {
                 sys::spdk_malloc(len, align, std::ptr::null_mut(), numa, flags)
             }
         };
-        let ptr = NonNull::new(raw as *mut u8).ok_or(Error::Errno(Errno::ENOMEM))?;
+        let Some(ptr) = NonNull::new(raw as *mut u8) else {
+            release_env();
+            return Err(Error::Errno(Errno::ENOMEM));
+        };
         Ok(DmaBuf {
             ptr,
             len,
-            _env: env,
             _not_sync: PhantomData,
         })
     }
@@ -134,7 +174,11 @@ impl std::fmt::Debug for DmaBuf {
 impl Drop for DmaBuf {
     fn drop(&mut self) {
         // SAFETY: ptr came from spdk_malloc/spdk_zmalloc, is freed once, and
-        // the environment is still alive (we hold a token).
+        // the environment is still alive (this buffer counts in `HOLD`).
         unsafe { sys::spdk_free(self.ptr.as_ptr().cast()) }
+        release_env();
     }
 }
+
+const _: () = assert!(std::mem::size_of::<DmaBuf>() == 2 * std::mem::size_of::<usize>());
+const _: () = assert!(std::mem::size_of::<Option<DmaBuf>>() == std::mem::size_of::<DmaBuf>());

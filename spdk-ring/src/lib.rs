@@ -72,8 +72,8 @@ pub use env::{is_initialized as env_is_initialized, LogLevel, SpdkEnv, SpdkEnvBu
 pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{
-    opcode, Completion, Entry, EntryFootprint, IoFailure, NvmeCommand, PushError, Ring,
-    RingBuilder, Target, MAX_IOVECS,
+    opcode, Completion, CompletionRef, Entry, EntryFootprint, IoFailure, NvmeCommand, PushError,
+    Ring, RingBuilder, Target, MAX_IOVECS,
 };
 #[cfg(spdk)]
 pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};

@@ -298,6 +298,115 @@ mod data {
 }
 
 #[cfg(spdk)]
+mod reap_in_place {
+    use super::support::*;
+
+    /// Polls until `n` completions are ready (without taking them).
+    fn wait_ready(r: &mut Rig, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while r.ring.cq_len() < n {
+            assert!(Instant::now() < deadline, "{n} completions within {WAIT:?}");
+            r.ring.poll();
+        }
+    }
+
+    #[test]
+    fn reaped_completions_carry_results_buffers_and_order() {
+        let mut r = rig("Malloc0", OpenMode::ReadWrite, 16);
+        // Blocks 5600..5610 and 5800..5810 of Malloc0 belong to this test.
+        let base = 5600u64;
+        for i in 0..4u64 {
+            let entry = opcode::Write::new(r.target, pattern(1024, 40 + i), base + 2 * i).build();
+            r.ring.push(entry.user_data(i)).unwrap();
+        }
+        wait_ready(&mut r, 4);
+        for i in 0..4u64 {
+            let mut done = r.ring.reap().expect("a completion is ready");
+            assert_eq!(done.user_data(), i, "FIFO order");
+            assert_eq!(done.result(), Ok(1024));
+            assert!(done.is_ok() && done.errno().is_none());
+            assert_eq!(done.flags(), CompletionFlags::empty());
+            let buf = done.take_buf().expect("a write hands its buffer back");
+            assert_eq!(&buf[..], &pattern(1024, 40 + i)[..]);
+            assert!(done.take_buf().is_none(), "taken once");
+        }
+        assert!(r.ring.reap().is_none());
+        assert_eq!(r.ring.in_flight(), 0);
+
+        // Vectored read back through reap; a bad entry reports its errno.
+        let bufs = vec![
+            DmaBuf::alloc_zeroed(2048, 0).unwrap(),
+            DmaBuf::alloc_zeroed(2048, 0).unwrap(),
+        ];
+        r.ring
+            .push(
+                opcode::Readv::new(r.target, bufs, base)
+                    .build()
+                    .user_data(10),
+            )
+            .unwrap();
+        let past_end = opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), u64::MAX - 1);
+        r.ring.push(past_end.build().user_data(11)).unwrap();
+        wait_ready(&mut r, 2);
+        // The bad entry fails at submission, so it completes first.
+        let mut done = r.ring.reap().unwrap();
+        assert_eq!(done.user_data(), 11);
+        assert_eq!(done.errno(), Some(Errno::EINVAL));
+        assert_eq!(
+            done.take_buf().map(|b| b.len()),
+            Some(512),
+            "handed back on error"
+        );
+        drop(done);
+        let mut done = r.ring.reap().unwrap();
+        assert_eq!((done.user_data(), done.result()), (10, Ok(4096)));
+        assert!(
+            done.take_buf().is_none(),
+            "a vectored entry has no single buffer"
+        );
+        let back: Vec<u8> = done.take_bufs().iter().flat_map(|b| b.to_vec()).collect();
+        let written: Vec<u8> = (0..2)
+            .flat_map(|i| pattern(1024, 40 + i).to_vec())
+            .collect();
+        assert_eq!(&back[..2048], &written[..]);
+    }
+
+    #[test]
+    fn dropping_forgetting_and_owning_reaped_completions() {
+        let mut r = rig("Malloc0", OpenMode::ReadWrite, 8);
+        for i in 0..3u64 {
+            let entry = opcode::Write::new(r.target, pattern(512, i), 5800 + i).build();
+            r.ring.push(entry.user_data(i)).unwrap();
+        }
+        wait_ready(&mut r, 3);
+        // Dropped without taking anything: popped, its buffer freed with it.
+        drop(r.ring.reap().unwrap());
+        assert_eq!(r.ring.cq_len(), 2);
+        // Forgotten: still first in line, minus the buffer already taken.
+        let mut done = r.ring.reap().unwrap();
+        assert_eq!(done.user_data(), 1);
+        let buf = done.take_buf().unwrap();
+        std::mem::forget(done);
+        let mut again = r.ring.reap().unwrap();
+        assert_eq!(again.user_data(), 1);
+        assert!(again.take_buf().is_none());
+        drop(again);
+        drop(buf);
+        // Owned: the buffers come along.
+        let mut owned: Completion = r.ring.reap().unwrap().into_owned();
+        assert_eq!((owned.user_data(), owned.result()), (2, Ok(512)));
+        assert_eq!(&owned.take_buf().unwrap()[..], &pattern(512, 2)[..]);
+        assert!(r.ring.reap().is_none());
+        // The slots came back: the ring runs a full SQ again.
+        for i in 0..8u64 {
+            let entry = opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 5800).build();
+            r.ring.push(entry.user_data(i)).unwrap();
+        }
+        assert_eq!(r.wait_all(8).len(), 8);
+    }
+}
+
+#[cfg(spdk)]
 mod errors {
     use super::support::*;
 

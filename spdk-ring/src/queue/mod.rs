@@ -21,8 +21,10 @@
 //! * **Slots** – an entry lives in one preallocated cell from `push` until its
 //!   completion is popped, and never moves in between: the SQ and the CQ hold
 //!   slot indices, so the op (with its buffers) is written once on `push` and
-//!   read out once when reaped ([`RingQueue::pop_completion_map`] even leaves
-//!   the op in place and moves out only what the caller asks for). There are
+//!   read out once when reaped ([`RingQueue::pop_completion_map`] moves out
+//!   only what the caller asks for, and [`RingQueue::front_completion`] lets
+//!   the caller read the completion in its slot before
+//!   [`RingQueue::discard_front`] pops it). There are
 //!   `sq_entries + max_in_flight + cq_entries` slots
 //!   ([`QueueConfig::slot_count`]); at most `max_in_flight` entries are live
 //!   (taken by `submit` and not completed), whatever they are waiting for.
@@ -116,7 +118,7 @@ mod prop_tests;
 #[cfg(test)]
 mod tests;
 
-pub use ring::{Completions, RingQueue};
+pub use ring::{Completions, FrontCompletion, RingQueue};
 pub use types::{
     errno_name, Completion, CompletionFlags, ConfigError, Driver, EntryFlags, EntryKind, IoError,
     IoResult, NvmeStatus, PushError, QueueConfig, StartOutcome, Submission, TargetId, Token,

@@ -208,7 +208,9 @@ impl<Op> RingQueue<Op> {
             self.timer_entries += 1;
         }
         let cell = &mut self.slots[slot as usize];
-        cell.kind = submission.kind;
+        debug_assert!(matches!(cell.kind, EntryKind::Nop), "free slots hold Nop");
+        // A free slot holds a `Nop`, which owns nothing: skip its drop glue.
+        mem::forget(mem::replace(&mut cell.kind, submission.kind));
         cell.user_data = submission.user_data;
         cell.flags = submission.flags;
         cell.stage = Stage::Queued;
@@ -433,6 +435,57 @@ impl<Op> RingQueue<Op> {
             self.refill_cq(spilled);
         }
         Some(completion)
+    }
+
+    /// The oldest completion in place, without popping it (`discard_front` pops it).
+    #[inline]
+    pub fn front_completion(&self) -> Option<FrontCompletion<'_, Op>> {
+        let &slot = self.cq.front()?;
+        let cell = &self.slots[slot as usize];
+        Some(FrontCompletion {
+            user_data: cell.user_data,
+            result: cell.result,
+            flags: cell.cflags,
+            op: match &cell.kind {
+                EntryKind::Io { op, .. } => Some(op),
+                _ => None,
+            },
+            _slot: std::marker::PhantomData,
+        })
+    }
+
+    /// Like [`RingQueue::front_completion`], with the op lent mutably so the caller can move its
+    /// buffers out.
+    #[inline]
+    pub fn front_completion_mut(&mut self) -> Option<FrontCompletion<'_, Op, &mut Op>> {
+        let &slot = self.cq.front()?;
+        let cell = &mut self.slots[slot as usize];
+        Some(FrontCompletion {
+            user_data: cell.user_data,
+            result: cell.result,
+            flags: cell.cflags,
+            op: match &mut cell.kind {
+                EntryKind::Io { op, .. } => Some(op),
+                _ => None,
+            },
+            _slot: std::marker::PhantomData,
+        })
+    }
+
+    /// Pops the oldest completion, dropping what is left of its op; false if the CQ is empty.
+    #[inline]
+    pub fn discard_front(&mut self) -> bool {
+        let Some(slot) = self.cq.pop_front() else {
+            return false;
+        };
+        let cell = &mut self.slots[slot as usize];
+        cell.kind = EntryKind::Nop;
+        cell.stage = Stage::Free;
+        self.free.push(slot);
+        if let Some(spilled) = self.backlog.pop_front() {
+            self.refill_cq(spilled);
+        }
+        true
     }
 
     /// Moves a backlogged completion into a slot at the CQ's tail.
@@ -1144,6 +1197,20 @@ impl<Op> fmt::Debug for RingQueue<Op> {
             .field("overflowed", &self.overflowed)
             .finish_non_exhaustive()
     }
+}
+
+/// The oldest completion, seen in place by [`RingQueue::front_completion`] (op lent shared) or
+/// [`RingQueue::front_completion_mut`] (op lent mutably).
+pub struct FrontCompletion<'a, Op, Lent = &'a Op> {
+    /// The entry's `user_data`.
+    pub user_data: u64,
+    /// Its result.
+    pub result: IoResult,
+    /// How it was delivered.
+    pub flags: CompletionFlags,
+    /// The op of an Io entry, still in its slot.
+    pub op: Option<Lent>,
+    _slot: std::marker::PhantomData<&'a Op>,
 }
 
 /// Draining iterator returned by [`RingQueue::completions`].

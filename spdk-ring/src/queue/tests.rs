@@ -215,6 +215,55 @@ fn full_cq_spills_to_backlog_in_order() {
 }
 
 #[test]
+fn completions_are_read_in_place_and_discarded_in_order() {
+    let mut q = RingQueue::<TestOp>::new(QueueConfig {
+        sq_entries: 2,
+        cq_entries: 2,
+        max_in_flight: 4,
+        max_targets: 1,
+    })
+    .unwrap();
+    let mut driver = MockDriver::default();
+    push_all(&mut q, [io(0, 1), io(0, 2)]);
+    q.submit(&mut driver, 0);
+    push_all(&mut q, [io(0, 3)]);
+    q.submit(&mut driver, 0);
+    for id in [2, 1, 3] {
+        let token = driver.take(id);
+        q.complete(token, Ok(id * 10));
+    }
+    assert_eq!((q.cq_len(), q.backlog_len()), (2, 1));
+    // Seen in place: nothing moves until discarded, and the op can be lent out.
+    let front = q.front_completion().unwrap();
+    assert_eq!((front.user_data, front.result), (2, Ok(20)));
+    assert_eq!(front.op.map(|op| op.id), Some(2));
+    let front = q.front_completion_mut().unwrap();
+    front.op.unwrap().id = 99;
+    assert_eq!(q.front_completion().unwrap().op.map(|op| op.id), Some(99));
+    assert!(q.discard_front());
+    assert_eq!(
+        (q.cq_len(), q.backlog_len()),
+        (2, 0),
+        "refilled from the backlog"
+    );
+    let mut order = Vec::new();
+    while let Some(front) = q.front_completion() {
+        order.push((front.user_data, front.result, front.flags));
+        assert!(q.discard_front());
+    }
+    assert_eq!(
+        order,
+        [
+            (1, Ok(10), CompletionFlags::empty()),
+            (3, Ok(30), CompletionFlags::OVERFLOWED)
+        ]
+    );
+    assert!(!q.discard_front());
+    assert_eq!(q.in_flight(), 0);
+    q.check_invariants();
+}
+
+#[test]
 fn nop_completes_ok_zero_when_it_starts() {
     let mut q = queue(4, 1);
     let mut driver = MockDriver::default();

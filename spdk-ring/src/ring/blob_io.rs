@@ -162,7 +162,7 @@ impl OpenedBlob {
         }
     }
 
-    fn take(&mut self) -> Option<Blob> {
+    pub(crate) fn take(&mut self) -> Option<Blob> {
         let blob = NonNull::new(self.blob.replace(std::ptr::null_mut()))?;
         Some(Blob::adopt(blob, self.store.clone()))
     }

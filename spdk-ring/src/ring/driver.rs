@@ -164,7 +164,7 @@ impl Inbox {
     /// Records that the I/O of `slot` finished with `result`.
     #[inline]
     fn finished(&self, slot: &SlotCtx, result: Result<u64, IoError>) {
-        slot.result.set(result);
+        slot.set_result(result);
         if !self.done.push(slot.index) {
             self.post(Event::Done {
                 token: slot.token.get(),
@@ -184,12 +184,46 @@ pub(crate) struct SlotCtx {
     pub(crate) token: Cell<Token>,
     pub(crate) target: Cell<u32>,
     /// The result, written by the callback and read when the ring drains
-    /// the inbox.
-    pub(crate) result: Cell<Result<u64, IoError>>,
+    /// the inbox, as plain words (`Ok` value, errno or 0, NVMe status):
+    /// read back with the widths they were written with, they never stall
+    /// the load on the store.
+    value: Cell<u64>,
+    errno: Cell<i32>,
+    nvme: Cell<Option<crate::error::NvmeStatus>>,
     /// Bytes a successful completion reports.
     bytes: Cell<u64>,
     /// Attach the NVMe status to failures (NVMe-backed bdev).
     nvme_backed: Cell<bool>,
+}
+
+impl SlotCtx {
+    #[inline]
+    fn set_result(&self, result: Result<u64, IoError>) {
+        match result {
+            Ok(value) => {
+                self.value.set(value);
+                self.errno.set(0);
+            }
+            Err(e) => {
+                // 0 means success here; a failure always carries an errno.
+                self.errno
+                    .set(if e.errno == 0 { libc::EIO } else { e.errno });
+                self.nvme.set(e.nvme);
+            }
+        }
+    }
+
+    /// What the callback recorded.
+    #[inline]
+    pub(crate) fn result(&self) -> Result<u64, IoError> {
+        match self.errno.get() {
+            0 => Ok(self.value.get()),
+            errno => Err(IoError {
+                errno,
+                nvme: self.nvme.get(),
+            }),
+        }
+    }
 }
 
 /// The iovec array of one slot's vectored I/O. Kept apart from [`SlotCtx`]
@@ -402,7 +436,9 @@ impl SpdkDriver {
                 index: index as u32,
                 token: Cell::new(Token::from_u64(0)),
                 target: Cell::new(0),
-                result: Cell::new(Ok(0)),
+                value: Cell::new(0),
+                errno: Cell::new(0),
+                nvme: Cell::new(None),
                 bytes: Cell::new(0),
                 nvme_backed: Cell::new(false),
             })

@@ -1,5 +1,6 @@
 //! Submission entries and completions as callers see them.
 
+use super::driver::blob_io::BlobOp;
 use crate::dma::DmaBuf;
 use crate::error::{Errno, NvmeStatus};
 use crate::queue::{self, CompletionFlags, EntryFlags, IoError, Submission};
@@ -278,6 +279,190 @@ impl IoOp {
     }
 }
 
+impl IoOp {
+    /// Moves the buffer of a finished single-buffer op out, in place.
+    #[inline]
+    fn take_single_buf(&mut self) -> Option<DmaBuf> {
+        match &mut self.kind {
+            IoKind::NvmePassthru { buf, .. } | IoKind::NvmeAdmin { buf, .. } => buf.take(),
+            IoKind::Read { .. }
+            | IoKind::Write { .. }
+            | IoKind::Compare { .. }
+            | IoKind::Blob(BlobOp::Read { .. } | BlobOp::Write { .. }) => {
+                // The buffer is all that is left to hand back: the op goes.
+                match std::mem::replace(&mut self.kind, IoKind::Reset) {
+                    IoKind::Read { buf, .. }
+                    | IoKind::Write { buf, .. }
+                    | IoKind::Compare { buf, .. }
+                    | IoKind::Blob(BlobOp::Read { buf, .. } | BlobOp::Write { buf, .. }) => {
+                        Some(buf)
+                    }
+                    _ => unreachable!("matched above"),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Moves the buffers of a finished op out, in place, as a vector.
+    fn take_all_bufs(&mut self) -> Vec<DmaBuf> {
+        if let Some(buf) = self.take_single_buf() {
+            return vec![buf];
+        }
+        match &mut self.kind {
+            IoKind::Readv { bufs, .. }
+            | IoKind::Writev { bufs, .. }
+            | IoKind::Blob(BlobOp::Readv { bufs, .. } | BlobOp::Writev { bufs, .. }) => {
+                std::mem::take(bufs)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Moves the blob a finished open or iteration opened out, in place.
+    fn take_opened_blob(&mut self) -> Option<crate::blob::Blob> {
+        match &mut self.kind {
+            IoKind::Blob(
+                BlobOp::Open { opened, .. }
+                | BlobOp::IterFirst { opened }
+                | BlobOp::IterNext { opened, .. },
+            ) => opened.take(),
+            _ => None,
+        }
+    }
+}
+
+/// A completion read in place, straight from the ring's slot, as
+/// [`Ring::reap`](super::Ring::reap) hands it out; dropping it pops it
+/// (and drops whatever buffers were not taken). It offers what
+/// [`Completion`] does; [`CompletionRef::into_owned`] turns it into one.
+///
+/// Forgetting it (`mem::forget`) leaves the completion first in line: the
+/// next `reap` sees it again, without the buffers already taken.
+pub struct CompletionRef<'a> {
+    queue: &'a mut queue::RingQueue<IoOp>,
+    user_data: u64,
+    result: queue::IoResult,
+}
+
+impl<'a> CompletionRef<'a> {
+    #[inline]
+    pub(crate) fn front(queue: &'a mut queue::RingQueue<IoOp>) -> Option<CompletionRef<'a>> {
+        let front = queue.front_completion()?;
+        let (user_data, result) = (front.user_data, front.result);
+        Some(CompletionRef {
+            queue,
+            user_data,
+            result,
+        })
+    }
+
+    #[inline]
+    pub fn user_data(&self) -> u64 {
+        self.user_data
+    }
+
+    /// Bytes transferred (0 for entries that move no data), or the failure.
+    #[inline]
+    pub fn result(&self) -> Result<u64, IoFailure> {
+        self.result.map_err(IoFailure::from_queue)
+    }
+
+    #[inline]
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// [`CompletionFlags::OVERFLOWED`] if it waited in the CQ overflow backlog.
+    pub fn flags(&self) -> CompletionFlags {
+        self.queue
+            .front_completion()
+            .map_or(CompletionFlags::empty(), |front| front.flags)
+    }
+
+    /// The errno, if the entry failed.
+    pub fn errno(&self) -> Option<Errno> {
+        self.result.err().map(|e| Errno(e.errno))
+    }
+
+    /// The op still in the slot, if this is an I/O entry.
+    #[inline]
+    fn op(&mut self) -> Option<&mut IoOp> {
+        self.queue.front_completion_mut()?.op
+    }
+
+    /// Takes back the buffer of a single-buffer entry (Read, Write,
+    /// NvmePassthru, BlobRead, BlobWrite), moved straight out of the slot.
+    #[inline]
+    pub fn take_buf(&mut self) -> Option<DmaBuf> {
+        self.op()?.take_single_buf()
+    }
+
+    /// Takes back the buffers of a vectored entry (Readv, Writev); a
+    /// single-buffer entry gives a one-element vector.
+    pub fn take_bufs(&mut self) -> Vec<DmaBuf> {
+        self.op().map(IoOp::take_all_bufs).unwrap_or_default()
+    }
+
+    /// Takes the blob a successful `BlobOpen`, `BlobIterFirst` or
+    /// `BlobIterNext` opened; one not taken is closed when this is dropped.
+    pub fn take_blob(&mut self) -> Option<crate::blob::Blob> {
+        self.op()?.take_opened_blob()
+    }
+
+    /// The completion as an owned [`Completion`] (with every buffer not
+    /// taken yet), popping it.
+    pub fn into_owned(mut self) -> Completion {
+        let flags = self.flags();
+        let bufs = self.op().map(IoOp::take_buffers).unwrap_or_default();
+        Completion {
+            user_data: self.user_data,
+            result: self.result.map_err(IoFailure::from_queue),
+            flags,
+            bufs,
+        }
+    }
+}
+
+impl Drop for CompletionRef<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.queue.discard_front();
+    }
+}
+
+impl fmt::Debug for CompletionRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompletionRef")
+            .field("user_data", &self.user_data)
+            .field("result", &self.result)
+            .field("flags", &self.flags())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Buffers {
+    fn take_all(&mut self) -> Vec<DmaBuf> {
+        match self.one.take() {
+            Some(buf) => vec![buf],
+            None => match &mut self.rest {
+                Rest::Many(bufs) => std::mem::take(bufs),
+                Rest::Blob(_) => Vec::new(),
+            },
+        }
+    }
+
+    fn take_blob(&mut self) -> Option<crate::blob::Blob> {
+        match std::mem::take(&mut self.rest) {
+            Rest::Blob(blob) => Some(blob),
+            many => {
+                self.rest = many;
+                None
+            }
+        }
+    }
+}
+
 impl Completion {
     #[inline]
     pub(crate) fn from_queue(c: queue::Completion<Buffers>) -> Completion {
@@ -322,13 +507,7 @@ impl Completion {
     /// Takes back the buffers of a vectored entry (Readv, Writev); a
     /// single-buffer entry gives a one-element vector.
     pub fn take_bufs(&mut self) -> Vec<DmaBuf> {
-        match self.bufs.one.take() {
-            Some(buf) => vec![buf],
-            None => match &mut self.bufs.rest {
-                Rest::Many(bufs) => std::mem::take(bufs),
-                Rest::Blob(_) => Vec::new(),
-            },
-        }
+        self.bufs.take_all()
     }
 
     /// Takes the blob a successful [`BlobOpen`](super::opcode::BlobOpen),
@@ -336,13 +515,7 @@ impl Completion {
     /// [`BlobIterNext`](super::opcode::BlobIterNext) opened. A blob not
     /// taken is closed when the completion is dropped.
     pub fn take_blob(&mut self) -> Option<crate::blob::Blob> {
-        match std::mem::take(&mut self.bufs.rest) {
-            Rest::Blob(blob) => Some(blob),
-            many => {
-                self.bufs.rest = many;
-                None
-            }
-        }
+        self.bufs.take_blob()
     }
 }
 

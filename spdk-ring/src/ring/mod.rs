@@ -54,7 +54,7 @@ mod entry;
 pub mod opcode;
 
 pub use driver::MAX_IOVECS;
-pub use entry::{Completion, Entry, IoFailure, NvmeCommand, PushError};
+pub use entry::{Completion, CompletionRef, Entry, IoFailure, NvmeCommand, PushError};
 
 use crate::bdev::BdevDesc;
 use crate::error::{Errno, Error, Result};
@@ -387,6 +387,36 @@ impl Ring {
             .map(Completion::from_queue)
     }
 
+    /// Takes the oldest completion in place: the returned handle reads it
+    /// straight from the ring's slot, and dropping the handle pops it. The
+    /// same data as [`Ring::next_completion`] without first copying the
+    /// completion out, which makes it the faster form for hot loops.
+    ///
+    /// The handle borrows the ring, so drop it before pushing. A `while let`
+    /// would hold that borrow for the whole loop body; `let ... else` ends
+    /// it with the handle:
+    ///
+    /// ```no_run
+    /// # fn demo(ring: &mut spdk_ring::Ring, target: spdk_ring::Target) {
+    /// use spdk_ring::opcode;
+    /// ring.poll();
+    /// loop {
+    ///     let Some(mut done) = ring.reap() else { break };
+    ///     let (slot, ok) = (done.user_data(), done.is_ok());
+    ///     let buf = done.take_buf().expect("reads return their buffer");
+    ///     drop(done); // pops it
+    ///     if ok {
+    ///         let entry = opcode::Read::new(target, buf, slot * 8).build();
+    ///         ring.push(entry.user_data(slot)).expect("room in the SQ");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    #[inline]
+    pub fn reap(&mut self) -> Option<CompletionRef<'_>> {
+        CompletionRef::front(&mut self.queue)
+    }
+
     /// Completions that ever had to wait in the overflow backlog.
     pub fn overflowed(&self) -> u64 {
         self.queue.overflowed()
@@ -449,7 +479,7 @@ impl Ring {
     fn drain_inbox(&mut self) -> bool {
         while let Some(index) = self.inbox.done.pop() {
             let ctx = &self.driver.slots[index as usize];
-            let (token, target, result) = (ctx.token.get(), ctx.target.get(), ctx.result.get());
+            let (token, target, result) = (ctx.token.get(), ctx.target.get(), ctx.result());
             self.driver.note_done(target);
             self.queue.complete(token, result);
         }
