@@ -63,6 +63,9 @@ struct Slot<Op> {
     chain_pending: bool,
     /// Cancelled while waiting behind a running chain member; completes ECANCELED when the chain reaches it.
     cancelled: bool,
+    /// Started on admission (see `start_front_directly`) and running: counted in `direct_live`
+    /// instead of being on the live list, which only ordering rules and Cancel need.
+    direct: bool,
 }
 
 /// What `release` reports about an entry leaving the live stages.
@@ -113,7 +116,11 @@ pub struct RingQueue<Op> {
     /// Unused slots (a stack, so a just-freed, cache-warm slot is reused first).
     free: Vec<u32>,
     links: Links,
+    /// Live entries in push order, except the direct ones (`Slot::direct`): every direct entry
+    /// started while no DRAIN was live, so it is older than any live DRAIN.
     live: List,
+    /// Live direct entries.
+    direct_live: u32,
     waiting: List,
     drains: List,
     targets: Vec<TargetState>,
@@ -160,11 +167,13 @@ impl<Op> RingQueue<Op> {
                     cflags: CompletionFlags::empty(),
                     chain_pending: false,
                     cancelled: false,
+                    direct: false,
                 })
                 .collect(),
             free: (0..slots as u32).rev().collect(),
             links: Links::new(slots),
             live: List::EMPTY,
+            direct_live: 0,
             waiting: List::EMPTY,
             drains: List::EMPTY,
             targets: (0..config.max_targets)
@@ -218,6 +227,7 @@ impl<Op> RingQueue<Op> {
         cell.link_target = NIL;
         cell.chain_pending = false;
         cell.cancelled = false;
+        cell.direct = false;
         self.sq.push_back(slot);
         Ok(())
     }
@@ -266,7 +276,11 @@ impl<Op> RingQueue<Op> {
 
     /// Entries taken from the SQ and not yet completed (waiting, running in the driver, or armed timers).
     pub fn in_flight(&self) -> usize {
-        self.live.len() as usize
+        self.live_count() as usize
+    }
+
+    fn live_count(&self) -> u32 {
+        self.live.len() + self.direct_live
     }
 
     /// Entries in slots that have not started yet: behind a chain member, a DRAIN, an earlier entry of
@@ -277,7 +291,7 @@ impl<Op> RingQueue<Op> {
 
     /// Slots available for `submit` to take more entries.
     pub fn free_slots(&self) -> usize {
-        self.config.max_in_flight as usize - self.live.len() as usize
+        self.config.max_in_flight as usize - self.live_count() as usize
     }
 
     /// Ops the driver accepted (`Started`) and has not completed yet.
@@ -362,9 +376,21 @@ impl<Op> RingQueue<Op> {
         if slot.generation != token.generation() || slot.stage != Stage::InFlight {
             return false;
         }
+        let index = token.index();
+        if slot.direct {
+            // Unlinked, no DRAIN, no LinkTimeout, on no list: only counters to update.
+            let cell = &mut self.slots[index as usize];
+            cell.generation = cell.generation.wrapping_add(1);
+            cell.direct = false;
+            self.direct_live -= 1;
+            self.driver_in_flight -= 1;
+            self.dirty = true;
+            self.post(index, result);
+            self.settle_count_goals();
+            return true;
+        }
         if slot.chain_next == NIL {
             // Common case, no chain to walk (an Io entry is never a LinkTimeout itself).
-            let index = token.index();
             self.release(index);
             self.post(index, result);
             self.settle_count_goals();
@@ -564,7 +590,7 @@ impl<Op> RingQueue<Op> {
         };
         if !cell.flags.is_empty()
             || self.drains.head != NIL
-            || self.live.len() >= self.config.max_in_flight
+            || self.live_count() >= self.config.max_in_flight
         {
             return false;
         }
@@ -575,10 +601,11 @@ impl<Op> RingQueue<Op> {
         self.sq.pop_front();
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.links.push_back(&mut self.live, ListKind::Live, slot);
+        self.direct_live += 1;
         let cell = &mut self.slots[slot as usize];
         cell.seq = seq;
         cell.stage = Stage::Waiting;
+        cell.direct = true;
         let generation = cell.generation;
         #[cfg(test)]
         let user_data = cell.user_data;
@@ -594,7 +621,11 @@ impl<Op> RingQueue<Op> {
                 self.driver_in_flight += 1;
             }
             StartOutcome::NoMem => {
-                // Back on the general path: first in its target's line, target blocked.
+                // Back on the general path: first in its target's line, target blocked. It is
+                // the newest live entry, so the live list stays in push order.
+                self.slots[slot as usize].direct = false;
+                self.direct_live -= 1;
+                self.links.push_back(&mut self.live, ListKind::Live, slot);
                 self.links
                     .push_back(&mut self.waiting, ListKind::Waiting, slot);
                 let state = &mut self.targets[target.0 as usize];
@@ -699,7 +730,7 @@ impl<Op> RingQueue<Op> {
                     break;
                 }
                 if cur == drain_slot {
-                    if self.live.head == drain_slot {
+                    if self.is_oldest_live(drain_slot) {
                         candidates.push((cur, entry.seq));
                     }
                     break;
@@ -735,6 +766,12 @@ impl<Op> RingQueue<Op> {
         (head != NIL).then_some(head)
     }
 
+    /// Whether `slot` (on the live list) is the oldest live entry: direct entries are older than
+    /// any listed entry they share the ring with only while a DRAIN is live, so they count too.
+    fn is_oldest_live(&self, slot: u32) -> bool {
+        self.live.head == slot && self.direct_live == 0
+    }
+
     /// The oldest live DRAIN entry: nothing after it may start, and it starts only when oldest overall.
     fn drain_barrier(&self) -> Option<(u32, u64)> {
         let slot = self.drains.head;
@@ -756,7 +793,7 @@ impl<Op> RingQueue<Op> {
         );
         if let Some((drain_slot, drain_seq)) = self.drain_barrier() {
             let allowed = if slot == drain_slot {
-                self.live.head == slot
+                self.is_oldest_live(slot)
             } else {
                 seq < drain_seq
             };
@@ -894,6 +931,20 @@ impl<Op> RingQueue<Op> {
             }
             cur = self.links.next(ListKind::Live, cur);
         }
+        if self.direct_live > 0 {
+            // Direct entries are on no list: the oldest match among them may come first.
+            let oldest_direct = (0..self.slots.len() as u32)
+                .filter(|&i| {
+                    let c = &self.slots[i as usize];
+                    c.direct && c.user_data == user_data
+                })
+                .min_by_key(|&i| self.slots[i as usize].seq);
+            if let Some(direct) = oldest_direct {
+                if cur == NIL || self.slots[direct as usize].seq < self.entry(cur).seq {
+                    cur = direct;
+                }
+            }
+        }
         if cur == NIL {
             return Err(IoError::errno(ENOENT));
         }
@@ -1029,7 +1080,12 @@ impl<Op> RingQueue<Op> {
             EntryKind::Io { target, .. } => Some(target),
             _ => None,
         };
-        self.links.unlink(&mut self.live, ListKind::Live, slot);
+        if cell.direct {
+            cell.direct = false;
+            self.direct_live -= 1;
+        } else {
+            self.links.unlink(&mut self.live, ListKind::Live, slot);
+        }
         if stage == Stage::InFlight {
             // Started entries left the waiting lists when they started.
             self.driver_in_flight -= 1;
@@ -1157,7 +1213,16 @@ impl<Op> RingQueue<Op> {
             .filter(|&&s| is_timer(&self.slots[s as usize].kind))
             .count();
         assert_eq!(self.timer_entries, timers_in_slots + timers_in_sq);
-        assert_eq!(self.live.len() as usize, live_slots.len());
+        let direct = live_slots
+            .iter()
+            .filter(|&&slot| self.slots[slot as usize].direct)
+            .count();
+        assert_eq!(direct, self.direct_live as usize);
+        assert!(self
+            .slots
+            .iter()
+            .all(|s| !s.direct || s.stage == Stage::InFlight));
+        assert_eq!(self.live.len() as usize + direct, live_slots.len());
         let mut waiting = 0;
         let mut in_driver = 0;
         let mut prev_seq = None;
@@ -1180,7 +1245,7 @@ impl<Op> RingQueue<Op> {
             cur = self.links.next(ListKind::Live, cur);
         }
         assert_eq!(self.waiting.len(), waiting);
-        assert_eq!(self.driver_in_flight, in_driver);
+        assert_eq!(self.driver_in_flight as usize, in_driver + direct);
         assert!(self.backlog.is_empty() || self.cq.len() == self.config.cq_entries as usize);
     }
 }
