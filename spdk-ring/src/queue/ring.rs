@@ -209,14 +209,21 @@ impl<Op> RingQueue<Op> {
         if self.sq.len() >= self.config.sq_entries as usize {
             return Err(PushError { submission });
         }
+        // Nothing between here and the move into the slot may panic: an unwind would drop
+        // `submission` through its address, which keeps the caller's freshly built entry in a
+        // stack copy that the slot copy then re-reads with wide loads (a store-forwarding
+        // stall on every push). Without a panic path the entry goes from registers to the slot.
         // Cannot fail: the SQ, the live entries and the CQ each have their share of the slots.
-        let Some(slot) = self.free.pop() else {
+        let Some(&slot) = self.free.last() else {
             return Err(PushError { submission });
         };
+        let Some(cell) = self.slots.get_mut(slot as usize) else {
+            return Err(PushError { submission });
+        };
+        self.free.pop();
         if is_timer(&submission.kind) {
             self.timer_entries += 1;
         }
-        let cell = &mut self.slots[slot as usize];
         debug_assert!(matches!(cell.kind, EntryKind::Nop), "free slots hold Nop");
         // A free slot holds a `Nop`, which owns nothing: skip its drop glue.
         mem::forget(mem::replace(&mut cell.kind, submission.kind));
