@@ -25,6 +25,9 @@ fn app_framework_runs_start_callback_with_configured_bdevs_and_shuts_down() {
     .unwrap();
     let seen: Rc<RefCell<Vec<String>>> = Rc::default();
     let record = seen.clone();
+    // A buffer that outlives the app keeps the environment up until it goes.
+    let kept: Rc<RefCell<Option<DmaBuf>>> = Rc::default();
+    let keep = kept.clone();
     SpdkApp::builder()
         .name("spdk_ring_app_test")
         .no_huge(true)
@@ -46,6 +49,7 @@ fn app_framework_runs_start_callback_with_configured_bdevs_and_shuts_down() {
             drop(desc);
             let buf = DmaBuf::alloc_zeroed(4096, 0).unwrap();
             log.push(format!("dma {}", buf.len()));
+            *keep.borrow_mut() = Some(DmaBuf::from_slice(&[0x5A; 512]).unwrap());
             assert_eq!(
                 SpdkThread::attach("extra").unwrap_err(),
                 Error::ThreadAlreadyAttached(thread.name().to_string())
@@ -61,8 +65,18 @@ fn app_framework_runs_start_callback_with_configured_bdevs_and_shuts_down() {
         &log[1..],
         ["AppNull0 2048x512", "open ReadWrite", "dma 4096"]
     );
+    let outliving = kept
+        .borrow_mut()
+        .take()
+        .expect("kept by the start callback");
+    assert!(
+        spdk_ring::env_is_initialized(),
+        "a live buffer holds the environment"
+    );
+    assert!(outliving.iter().all(|&b| b == 0x5A));
+    drop(outliving);
     assert!(
         !spdk_ring::env_is_initialized(),
-        "the environment is finished after run"
+        "the environment is finished once run returned and the last buffer is gone"
     );
 }
