@@ -290,6 +290,7 @@ impl IoOp {
             | IoKind::Compare { .. }
             | IoKind::Blob(BlobOp::Read { .. } | BlobOp::Write { .. }) => {
                 // The buffer is all that is left to hand back: the op goes.
+                // (No panic path here: it would keep the op on the stack.)
                 match std::mem::replace(&mut self.kind, IoKind::Reset) {
                     IoKind::Read { buf, .. }
                     | IoKind::Write { buf, .. }
@@ -297,7 +298,10 @@ impl IoOp {
                     | IoKind::Blob(BlobOp::Read { buf, .. } | BlobOp::Write { buf, .. }) => {
                         Some(buf)
                     }
-                    _ => unreachable!("matched above"),
+                    other => {
+                        self.kind = other;
+                        None
+                    }
                 }
             }
             _ => None,
