@@ -25,6 +25,17 @@ fn push_all(q: &mut RingQueue<TestOp>, entries: impl IntoIterator<Item = Submiss
     }
 }
 
+/// A queue with a 2-entry SQ and CQ and room for 4 live entries on one target.
+fn two_entry_queue() -> RingQueue<TestOp> {
+    RingQueue::new(QueueConfig {
+        sq_entries: 2,
+        cq_entries: 2,
+        max_in_flight: 4,
+        max_targets: 1,
+    })
+    .unwrap()
+}
+
 // ----- configuration, SQ, tokens --------------------------------------------------------------
 
 #[test]
@@ -82,13 +93,7 @@ fn config_is_validated() {
 
 #[test]
 fn full_sq_hands_the_submission_back() {
-    let mut q = RingQueue::<TestOp>::new(QueueConfig {
-        sq_entries: 2,
-        cq_entries: 2,
-        max_in_flight: 4,
-        max_targets: 1,
-    })
-    .unwrap();
+    let mut q = two_entry_queue();
     push_all(&mut q, [io(0, 1), io(0, 2)]);
     assert_eq!(q.sq_space(), 0);
     let rejected = q.push(io(0, 3)).unwrap_err();
@@ -216,13 +221,7 @@ fn full_cq_spills_to_backlog_in_order() {
 
 #[test]
 fn completions_are_read_in_place_and_discarded_in_order() {
-    let mut q = RingQueue::<TestOp>::new(QueueConfig {
-        sq_entries: 2,
-        cq_entries: 2,
-        max_in_flight: 4,
-        max_targets: 1,
-    })
-    .unwrap();
+    let mut q = two_entry_queue();
     let mut driver = MockDriver::default();
     push_all(&mut q, [io(0, 1), io(0, 2)]);
     q.submit(&mut driver, 0);
