@@ -376,16 +376,45 @@ impl<Op> RingQueue<Op> {
     /// Driver event: the op behind `token` finished. Returns false, and changes nothing, for a stale
     /// token (slot reused, already completed, or never started). Never calls the driver: entries this
     /// unblocks start on the next `submit`/`advance`.
+    #[inline(always)]
     pub fn complete(&mut self, token: Token, result: IoResult) -> bool {
-        let Some(slot) = self.slots.get(token.index() as usize) else {
+        let index = token.index();
+        let Some(cell) = self.slots.get_mut(index as usize) else {
             return false;
         };
-        if slot.generation != token.generation() || slot.stage != Stage::InFlight {
+        if cell.generation != token.generation() || cell.stage != Stage::InFlight {
             return false;
         }
-        let index = token.index();
-        if slot.direct {
-            // Unlinked, no DRAIN, no LinkTimeout, on no list: only counters to update.
+        if cell.direct
+            && self.backlog.is_empty()
+            && self.cq.len() < self.config.cq_entries as usize
+            && self.count_goals.min_key().is_none()
+        {
+            // The common case, inlined into the caller so the result never goes through memory:
+            // a direct entry is unlinked, without DRAIN or LinkTimeout, on no list, and its
+            // completion fits in the CQ with no count goal to settle.
+            cell.generation = cell.generation.wrapping_add(1);
+            cell.direct = false;
+            cell.result = result;
+            cell.cflags = CompletionFlags::empty();
+            cell.stage = Stage::Done;
+            self.direct_live -= 1;
+            self.driver_in_flight -= 1;
+            self.dirty = true;
+            self.posted += 1;
+            self.cq.push_back(index);
+            #[cfg(test)]
+            self.record(TraceEvent::Post(self.slots[index as usize].user_data));
+            return true;
+        }
+        self.complete_general(index, result);
+        true
+    }
+
+    /// `complete` for a valid token, every case.
+    #[inline(never)]
+    fn complete_general(&mut self, index: u32, result: IoResult) {
+        if self.slots[index as usize].direct {
             let cell = &mut self.slots[index as usize];
             cell.generation = cell.generation.wrapping_add(1);
             cell.direct = false;
@@ -394,17 +423,14 @@ impl<Op> RingQueue<Op> {
             self.dirty = true;
             self.post(index, result);
             self.settle_count_goals();
-            return true;
-        }
-        if slot.chain_next == NIL {
-            // Common case, no chain to walk (an Io entry is never a LinkTimeout itself).
+        } else if self.slots[index as usize].chain_next == NIL {
+            // No chain to walk (an Io entry is never a LinkTimeout itself).
             self.release(index);
             self.post(index, result);
             self.settle_count_goals();
-            return true;
+        } else {
+            self.finish(index, result);
         }
-        self.finish(token.index(), result);
-        true
     }
 
     /// Lifts the `NoMem` block on `target`; its entries start, in order, on the next `submit`/`advance`.
