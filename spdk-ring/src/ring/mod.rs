@@ -22,6 +22,10 @@
 //! # Ok::<(), spdk_ring::Error>(())
 //! ```
 //!
+//! `completions()` and `next_completion()` hand out owned [`Completion`]s.
+//! Hot loops use [`Ring::reap`] instead, which reads each completion in its
+//! slot ([`CompletionRef`]) and moves the buffer straight out of it.
+//!
 //! ## Errors of entries
 //! Bad entries never reach SPDK; they complete with an errno:
 //!
