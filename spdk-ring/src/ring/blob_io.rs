@@ -461,7 +461,7 @@ impl SpdkDriver {
                 }
                 // SAFETY: this slot's iovec array; no other entry uses it
                 // while this one is in flight.
-                let iovs = unsafe { &mut *self.iovecs[token.index() as usize].get() };
+                let iovs = unsafe { &mut (*self.iovecs[token.index() as usize].get()).iovs };
                 for (iov, buf) in iovs.iter_mut().zip(bufs.iter_mut()) {
                     *iov = libc::iovec {
                         iov_base: buf.as_mut_ptr().cast(),

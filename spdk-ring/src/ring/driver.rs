@@ -58,6 +58,9 @@ pub(crate) struct Inbox {
     /// Completions of admin commands, which arrive on whichever thread
     /// processes the controller's admin queue.
     pub(crate) admin: AdminMailbox,
+    /// The driver's per-slot scatter lists, for the NVMe SGL callbacks
+    /// (null until the driver exists).
+    pub(crate) sgl_table: Cell<*const SlotIovecs>,
 }
 
 /// The thread-safe part of the inbox. A controller's admin queue is shared
@@ -133,6 +136,7 @@ impl Inbox {
             // completion went through here (admin commands still do).
             events: RefCell::new(VecDeque::with_capacity(n)),
             callback_panicked: Cell::new(false),
+            sgl_table: Cell::new(std::ptr::null()),
             admin: AdminMailbox {
                 done: std::sync::Mutex::new(Vec::new()),
                 callback_panicked: std::sync::atomic::AtomicBool::new(false),
@@ -226,9 +230,100 @@ impl SlotCtx {
     }
 }
 
-/// The iovec array of one slot's vectored I/O. Kept apart from [`SlotCtx`]
-/// so the contexts every I/O touches stay small and dense.
-type SlotIovecs = UnsafeCell<[libc::iovec; MAX_IOVECS]>;
+/// The scatter list of one slot's vectored I/O, and how far an NVMe request
+/// walking it (`nvme_reset_sgl`, `nvme_next_sge`) has got. Kept apart from
+/// [`SlotCtx`] so the contexts every I/O touches stay small and dense.
+pub(crate) struct SlotSgl {
+    pub(crate) iovs: [libc::iovec; MAX_IOVECS],
+    /// Segments in use.
+    count: usize,
+    /// The next segment to hand to SPDK, and how many of its bytes the
+    /// request already covered.
+    next: usize,
+    skip: usize,
+}
+
+type SlotIovecs = UnsafeCell<SlotSgl>;
+
+impl SlotSgl {
+    /// Restarts the walk `offset` bytes into the list.
+    fn reset(&mut self, offset: usize) {
+        let mut left = offset;
+        let mut next = 0;
+        for iov in self.iovs.iter().take(self.count) {
+            if left < iov.iov_len {
+                break;
+            }
+            left -= iov.iov_len;
+            next += 1;
+        }
+        self.next = next;
+        self.skip = left;
+    }
+
+    /// The next segment (address, length), or `None` past the end.
+    fn next_segment(&mut self) -> Option<(*mut c_void, u32)> {
+        let iov = self.iovs.iter().take(self.count).nth(self.next)?;
+        let len = u32::try_from(iov.iov_len.checked_sub(self.skip)?).ok()?;
+        // The skip stays within the segment (checked just above).
+        let address = iov.iov_base.cast::<u8>().wrapping_add(self.skip).cast();
+        self.next += 1;
+        self.skip = 0;
+        Some((address, len))
+    }
+}
+
+/// The scatter list of the slot whose context is `cb_arg`.
+///
+/// # Safety
+/// `cb_arg` is the `SlotCtx` an NVMe vectored command was submitted with,
+/// on the ring's thread, while that command is in flight.
+unsafe fn slot_sgl<'a>(cb_arg: *mut c_void) -> Option<&'a mut SlotSgl> {
+    // SAFETY: per the contract, cb_arg is a live SlotCtx whose inbox points
+    // at the driver's scatter lists (set at creation, stable while the ring
+    // lives); the slot's list belongs to its in-flight command alone, and
+    // SPDK calls these callbacks one at a time on the ring's thread.
+    unsafe {
+        let slot = &*(cb_arg as *const SlotCtx);
+        let table = (*slot.inbox).sgl_table.get();
+        if table.is_null() {
+            return None;
+        }
+        Some(&mut *(*table.add(slot.index as usize)).get())
+    }
+}
+
+/// SPDK restarts the scatter list of a vectored NVMe command at `offset`.
+unsafe extern "C" fn nvme_reset_sgl(cb_arg: *mut c_void, offset: u32) {
+    // SAFETY: SPDK passes back the cb_arg the command was submitted with.
+    if let Some(sgl) = unsafe { slot_sgl(cb_arg) } {
+        sgl.reset(offset as usize);
+    }
+}
+
+/// SPDK asks for the next segment of a vectored NVMe command. Cannot panic.
+unsafe extern "C" fn nvme_next_sge(
+    cb_arg: *mut c_void,
+    address: *mut *mut c_void,
+    length: *mut u32,
+) -> libc::c_int {
+    // SAFETY: SPDK passes back the cb_arg the command was submitted with,
+    // and valid out-pointers.
+    unsafe {
+        match slot_sgl(cb_arg).and_then(SlotSgl::next_segment) {
+            Some((a, l)) => {
+                *address = a;
+                *length = l;
+                0
+            }
+            None => {
+                *address = std::ptr::null_mut();
+                *length = 0;
+                -libc::EINVAL
+            }
+        }
+    }
+}
 
 /// The io-wait registration of one target, boxed so SPDK can link it.
 #[repr(C)]
@@ -447,9 +542,18 @@ impl SpdkDriver {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
-        let iovecs = (0..slots.len())
-            .map(|_| UnsafeCell::new([empty; MAX_IOVECS]))
+        let iovecs: Box<[SlotIovecs]> = (0..slots.len())
+            .map(|_| {
+                UnsafeCell::new(SlotSgl {
+                    iovs: [empty; MAX_IOVECS],
+                    count: 0,
+                    next: 0,
+                    skip: 0,
+                })
+            })
             .collect();
+        // SAFETY: the inbox outlives the driver; the boxed slice never moves.
+        unsafe { &*inbox }.sgl_table.set(iovecs.as_ptr());
         SpdkDriver {
             ring_id,
             next_admin_poll: 0,
@@ -812,10 +916,10 @@ impl Driver<IoOp> for SpdkDriver {
                     if !needs(rw_io) {
                         return failed(libc::ENOTSUP);
                     }
-                    if bufs.is_empty() || bufs.len() > MAX_IOVECS {
-                        return failed(libc::EINVAL);
-                    }
-                    let total: usize = bufs.iter().map(|b| b.len()).sum();
+                    let total = match self.load_sgl(token, bufs) {
+                        Ok(total) => total,
+                        Err(e) => return failed(e),
+                    };
                     let n = match blocks_for(total, *num_blocks, bs) {
                         Ok(n) => n,
                         Err(e) => return failed(e),
@@ -823,13 +927,7 @@ impl Driver<IoOp> for SpdkDriver {
                     if !in_range(*offset_blocks, n) {
                         return failed(libc::EINVAL);
                     }
-                    let iovs = &mut *self.iovecs[token.index() as usize].get();
-                    for (iov, buf) in iovs.iter_mut().zip(bufs.iter_mut()) {
-                        *iov = libc::iovec {
-                            iov_base: buf.as_mut_ptr().cast(),
-                            iov_len: buf.len(),
-                        };
-                    }
+                    let iovs = &mut (*self.iovecs[token.index() as usize].get()).iovs;
                     self.arm(slot, token, index, n * u64::from(bs));
                     let f = if is_write {
                         sys::spdk_bdev_writev_blocks
@@ -1112,6 +1210,10 @@ impl SpdkDriver {
         };
         let nsid = q.nsid;
         let mut admin = false;
+        let vectored_command = match op.kind {
+            IoKind::Writev { .. } => sys::spdk_nvme_ns_cmd_writev,
+            _ => sys::spdk_nvme_ns_cmd_readv,
+        };
         let rw_command = match op.kind {
             IoKind::Read { .. } => sys::spdk_nvme_ns_cmd_read,
             IoKind::Write { .. } => sys::spdk_nvme_ns_cmd_write,
@@ -1268,9 +1370,40 @@ impl SpdkDriver {
                         ctx,
                     )
                 }
-                IoKind::Readv { .. } | IoKind::Writev { .. } | IoKind::Reset => {
-                    return failed(libc::ENOTSUP)
+                IoKind::Readv {
+                    bufs,
+                    offset_blocks,
+                    num_blocks,
                 }
+                | IoKind::Writev {
+                    bufs,
+                    offset_blocks,
+                    num_blocks,
+                } => {
+                    // The slot's own list, walked by SPDK through the SGL
+                    // callbacks while this command is in flight.
+                    let total = match self.load_sgl(token, bufs) {
+                        Ok(total) => total,
+                        Err(e) => return failed(e),
+                    };
+                    let n = match blocks_for(total, *num_blocks, bs) {
+                        Ok(n) if valid(*offset_blocks, n) => n,
+                        _ => return failed(libc::EINVAL),
+                    };
+                    self.arm(slot, token, index, n * u64::from(bs));
+                    vectored_command(
+                        ns,
+                        qp,
+                        *offset_blocks,
+                        n as u32,
+                        Some(nvme_done),
+                        ctx,
+                        0,
+                        Some(nvme_reset_sgl),
+                        Some(nvme_next_sge),
+                    )
+                }
+                IoKind::Reset => return failed(libc::ENOTSUP),
                 IoKind::Blob(_) => return failed(libc::EINVAL),
             }
         };
@@ -1292,6 +1425,29 @@ impl SpdkDriver {
             }
             rc => failed(-rc),
         }
+    }
+
+    /// Loads `bufs` into the scatter list of `token`'s slot, ready to walk
+    /// from its start; returns their total length, or EINVAL for no buffers
+    /// or more than [`MAX_IOVECS`].
+    ///
+    /// # Safety
+    /// The slot's entry is being started: nothing else uses its list.
+    unsafe fn load_sgl(&self, token: Token, bufs: &mut [crate::dma::DmaBuf]) -> Result<usize, i32> {
+        if bufs.is_empty() || bufs.len() > MAX_IOVECS {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: per the contract, this slot's list is ours alone.
+        let sgl = unsafe { &mut *self.iovecs[token.index() as usize].get() };
+        for (iov, buf) in sgl.iovs.iter_mut().zip(bufs.iter_mut()) {
+            *iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+        }
+        sgl.count = bufs.len();
+        sgl.reset(0);
+        Ok(bufs.iter().map(|b| b.len()).sum())
     }
 
     fn arm(&self, slot: &SlotCtx, token: Token, target: u32, bytes: u64) {
@@ -1318,7 +1474,51 @@ fn to_nvme_cmd(cmd: &NvmeCommand) -> sys::spdk_nvme_cmd {
 
 #[cfg(test)]
 mod tests {
-    use super::{blocks_for, WHOLE_BUFFER};
+    use super::{blocks_for, SlotSgl, MAX_IOVECS, WHOLE_BUFFER};
+
+    #[test]
+    fn scatter_lists_restart_at_any_offset_and_end_cleanly() {
+        let mut backing = [0u8; 700];
+        let base = backing.as_mut_ptr();
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut sgl = SlotSgl {
+            iovs: [empty; MAX_IOVECS],
+            count: 3,
+            next: 0,
+            skip: 0,
+        };
+        for (i, (at, len)) in [(0usize, 100usize), (100, 200), (300, 400)]
+            .into_iter()
+            .enumerate()
+        {
+            sgl.iovs[i] = libc::iovec {
+                iov_base: base.wrapping_add(at).cast(),
+                iov_len: len,
+            };
+        }
+        let walk = |sgl: &mut SlotSgl| {
+            std::iter::from_fn(|| sgl.next_segment())
+                .map(|(a, l)| (a as usize - base as usize, l))
+                .collect::<Vec<_>>()
+        };
+        sgl.reset(0);
+        assert_eq!(walk(&mut sgl), [(0, 100), (100, 200), (300, 400)]);
+        sgl.reset(150);
+        assert_eq!(walk(&mut sgl), [(150, 150), (300, 400)]);
+        sgl.reset(300);
+        assert_eq!(
+            walk(&mut sgl),
+            [(300, 400)],
+            "a boundary starts the next segment"
+        );
+        sgl.reset(700);
+        assert_eq!(walk(&mut sgl), [], "past the end: nothing, no panic");
+        sgl.reset(5000);
+        assert_eq!(walk(&mut sgl), []);
+    }
 
     #[test]
     fn block_counts_are_validated_against_buffers() {

@@ -102,6 +102,10 @@ pub type NvmeRead = Read;
 pub type NvmeWrite = Write;
 /// See [`NvmeRead`].
 pub type NvmeCompare = Compare;
+/// A read scattered over several buffers (an SGL, walked by SPDK); see [`NvmeRead`].
+pub type NvmeReadv = Readv;
+/// A write gathered from several buffers; see [`NvmeRead`].
+pub type NvmeWritev = Writev;
 /// See [`NvmeRead`] (Flush ignores the range on NVMe: it flushes the namespace).
 pub type NvmeFlush = Flush;
 /// See [`NvmeRead`] (at most 65536 blocks per command).
