@@ -48,7 +48,7 @@ struct Slot<Op> {
     /// Admission order; equals push order because the SQ is FIFO.
     seq: u64,
     /// The result, once `Done`.
-    result: IoResult,
+    result: StoredResult,
     /// Bumped each time an entry leaves the live stages, so tokens of earlier occupants go stale.
     generation: u32,
     /// Next chain member, or NIL.
@@ -66,6 +66,51 @@ struct Slot<Op> {
     /// Started on admission (see `start_front_directly`) and running: counted in `direct_live`
     /// instead of being on the live list, which only ordering rules and Cancel need.
     direct: bool,
+}
+
+/// A slot's result as plain words. Written field by field from registers; an `IoResult` stored
+/// whole is built on the stack first and copied in with wider loads than its stores, a
+/// store-forwarding stall on every completion.
+#[derive(Copy, Clone)]
+struct StoredResult {
+    value: u64,
+    failed: bool,
+    error: IoError,
+}
+
+impl Default for StoredResult {
+    fn default() -> Self {
+        StoredResult {
+            value: 0,
+            failed: false,
+            error: IoError::errno(0),
+        }
+    }
+}
+
+impl StoredResult {
+    #[inline(always)]
+    fn set(&mut self, result: IoResult) {
+        match result {
+            Ok(value) => {
+                self.value = value;
+                self.failed = false;
+            }
+            Err(error) => {
+                self.error = error;
+                self.failed = true;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self) -> IoResult {
+        if self.failed {
+            Err(self.error)
+        } else {
+            Ok(self.value)
+        }
+    }
 }
 
 /// What `release` reports about an entry leaving the live stages.
@@ -158,7 +203,7 @@ impl<Op> RingQueue<Op> {
                     kind: EntryKind::Nop,
                     user_data: 0,
                     seq: 0,
-                    result: Ok(0),
+                    result: StoredResult::default(),
                     generation: 0,
                     chain_next: NIL,
                     link_target: NIL,
@@ -395,7 +440,7 @@ impl<Op> RingQueue<Op> {
             // completion fits in the CQ with no count goal to settle.
             cell.generation = cell.generation.wrapping_add(1);
             cell.direct = false;
-            cell.result = result;
+            cell.result.set(result);
             cell.cflags = CompletionFlags::empty();
             cell.stage = Stage::Done;
             self.direct_live -= 1;
@@ -455,7 +500,7 @@ impl<Op> RingQueue<Op> {
         cell.stage = Stage::Free;
         let completion = Completion {
             user_data: cell.user_data,
-            result: cell.result,
+            result: cell.result.get(),
             flags: cell.cflags,
             op,
         };
@@ -485,7 +530,7 @@ impl<Op> RingQueue<Op> {
         cell.stage = Stage::Free;
         let completion = Completion {
             user_data: cell.user_data,
-            result: cell.result,
+            result: cell.result.get(),
             flags: cell.cflags,
             op,
         };
@@ -503,7 +548,7 @@ impl<Op> RingQueue<Op> {
         let cell = &self.slots[slot as usize];
         Some(FrontCompletion {
             user_data: cell.user_data,
-            result: cell.result,
+            result: cell.result.get(),
             flags: cell.cflags,
             op: match &cell.kind {
                 EntryKind::Io { op, .. } => Some(op),
@@ -521,7 +566,7 @@ impl<Op> RingQueue<Op> {
         let cell = &mut self.slots[slot as usize];
         Some(FrontCompletion {
             user_data: cell.user_data,
-            result: cell.result,
+            result: cell.result.get(),
             flags: cell.cflags,
             op: match &mut cell.kind {
                 EntryKind::Io { op, .. } => Some(op),
@@ -559,7 +604,7 @@ impl<Op> RingQueue<Op> {
             None => EntryKind::Nop,
         };
         cell.user_data = spilled.user_data;
-        cell.result = spilled.result;
+        cell.result.set(spilled.result);
         cell.cflags = spilled.flags;
         cell.stage = Stage::Done;
         self.cq.push_back(slot);
@@ -1155,7 +1200,7 @@ impl<Op> RingQueue<Op> {
         }
         self.posted += 1;
         if self.backlog.is_empty() && self.cq.len() < self.config.cq_entries as usize {
-            cell.result = result;
+            cell.result.set(result);
             cell.cflags = CompletionFlags::empty();
             cell.stage = Stage::Done;
             self.cq.push_back(slot);

@@ -482,9 +482,13 @@ impl Ring {
     /// Returns whether a callback panicked since the last drain.
     fn drain_inbox(&mut self) -> bool {
         while let Some(index) = self.inbox.done.pop() {
-            let ctx = &self.driver.slots[index as usize];
-            let (token, target, result) = (ctx.token.get(), ctx.target.get(), ctx.result());
+            let target = self.driver.slots[index as usize].target.get();
             self.driver.note_done(target);
+            // Read the result only now, right before it goes into its slot:
+            // kept across the call above it would be spilled to the stack
+            // and read back wider than written, stalling on every I/O.
+            let ctx = &self.driver.slots[index as usize];
+            let (token, result) = (ctx.token.get(), ctx.result());
             self.queue.complete(token, result);
         }
         loop {
