@@ -520,48 +520,21 @@ impl<Op> RingQueue<Op> {
         &mut self,
         take: impl FnOnce(&mut Op) -> R,
     ) -> Option<Completion<R>> {
-        let slot = self.cq.pop_front()?;
-        let cell = &mut self.slots[slot as usize];
-        let op = match &mut cell.kind {
-            EntryKind::Io { op, .. } => Some(take(op)),
-            _ => None,
-        };
-        cell.kind = EntryKind::Nop;
-        cell.stage = Stage::Free;
+        let front = self.front_completion()?;
         let completion = Completion {
-            user_data: cell.user_data,
-            result: cell.result.get(),
-            flags: cell.cflags,
-            op,
+            user_data: front.user_data,
+            result: front.result,
+            flags: front.flags,
+            op: front.op.map(take),
         };
-        self.free.push(slot);
-        if let Some(spilled) = self.backlog.pop_front() {
-            self.refill_cq(spilled);
-        }
+        self.discard_front();
         Some(completion)
     }
 
-    /// The oldest completion in place, without popping it (`discard_front` pops it).
+    /// The oldest completion in place, without popping it: its fields, and the op lent so the
+    /// caller can move its buffers out. [`RingQueue::discard_front`] pops it.
     #[inline]
-    pub fn front_completion(&self) -> Option<FrontCompletion<'_, Op>> {
-        let &slot = self.cq.front()?;
-        let cell = &self.slots[slot as usize];
-        Some(FrontCompletion {
-            user_data: cell.user_data,
-            result: cell.result.get(),
-            flags: cell.cflags,
-            op: match &cell.kind {
-                EntryKind::Io { op, .. } => Some(op),
-                _ => None,
-            },
-            _slot: std::marker::PhantomData,
-        })
-    }
-
-    /// Like [`RingQueue::front_completion`], with the op lent mutably so the caller can move its
-    /// buffers out.
-    #[inline]
-    pub fn front_completion_mut(&mut self) -> Option<FrontCompletion<'_, Op, &mut Op>> {
+    pub fn front_completion(&mut self) -> Option<FrontCompletion<'_, Op>> {
         let &slot = self.cq.front()?;
         let cell = &mut self.slots[slot as usize];
         Some(FrontCompletion {
@@ -572,7 +545,6 @@ impl<Op> RingQueue<Op> {
                 EntryKind::Io { op, .. } => Some(op),
                 _ => None,
             },
-            _slot: std::marker::PhantomData,
         })
     }
 
@@ -1342,9 +1314,8 @@ impl<Op> fmt::Debug for RingQueue<Op> {
     }
 }
 
-/// The oldest completion, seen in place by [`RingQueue::front_completion`] (op lent shared) or
-/// [`RingQueue::front_completion_mut`] (op lent mutably).
-pub struct FrontCompletion<'a, Op, Lent = &'a Op> {
+/// The oldest completion, seen in place by [`RingQueue::front_completion`].
+pub struct FrontCompletion<'a, Op> {
     /// The entry's `user_data`.
     pub user_data: u64,
     /// Its result.
@@ -1352,8 +1323,7 @@ pub struct FrontCompletion<'a, Op, Lent = &'a Op> {
     /// How it was delivered.
     pub flags: CompletionFlags,
     /// The op of an Io entry, still in its slot.
-    pub op: Option<Lent>,
-    _slot: std::marker::PhantomData<&'a Op>,
+    pub op: Option<&'a mut Op>,
 }
 
 /// Draining iterator returned by [`RingQueue::completions`].

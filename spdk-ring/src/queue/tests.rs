@@ -235,9 +235,9 @@ fn completions_are_read_in_place_and_discarded_in_order() {
     // Seen in place: nothing moves until discarded, and the op can be lent out.
     let front = q.front_completion().unwrap();
     assert_eq!((front.user_data, front.result), (2, Ok(20)));
-    assert_eq!(front.op.map(|op| op.id), Some(2));
-    let front = q.front_completion_mut().unwrap();
-    front.op.unwrap().id = 99;
+    let op = front.op.unwrap();
+    assert_eq!(op.id, 2);
+    op.id = 99;
     assert_eq!(q.front_completion().unwrap().op.map(|op| op.id), Some(99));
     assert!(q.discard_front());
     assert_eq!(

@@ -916,11 +916,7 @@ impl Driver<IoOp> for SpdkDriver {
                     if !needs(rw_io) {
                         return failed(libc::ENOTSUP);
                     }
-                    let total = match self.load_sgl(token, bufs) {
-                        Ok(total) => total,
-                        Err(e) => return failed(e),
-                    };
-                    let n = match blocks_for(total, *num_blocks, bs) {
+                    let n = match self.load_sgl(token, bufs, *num_blocks, bs) {
                         Ok(n) => n,
                         Err(e) => return failed(e),
                     };
@@ -1382,11 +1378,7 @@ impl SpdkDriver {
                 } => {
                     // The slot's own list, walked by SPDK through the SGL
                     // callbacks while this command is in flight.
-                    let total = match self.load_sgl(token, bufs) {
-                        Ok(total) => total,
-                        Err(e) => return failed(e),
-                    };
-                    let n = match blocks_for(total, *num_blocks, bs) {
+                    let n = match self.load_sgl(token, bufs, *num_blocks, bs) {
                         Ok(n) if valid(*offset_blocks, n) => n,
                         _ => return failed(libc::EINVAL),
                     };
@@ -1428,12 +1420,18 @@ impl SpdkDriver {
     }
 
     /// Loads `bufs` into the scatter list of `token`'s slot, ready to walk
-    /// from its start; returns their total length, or EINVAL for no buffers
-    /// or more than [`MAX_IOVECS`].
+    /// from its start, and returns the blocks the entry moves (see
+    /// [`blocks_for`]); EINVAL for no buffers or more than [`MAX_IOVECS`].
     ///
     /// # Safety
     /// The slot's entry is being started: nothing else uses its list.
-    unsafe fn load_sgl(&self, token: Token, bufs: &mut [crate::dma::DmaBuf]) -> Result<usize, i32> {
+    unsafe fn load_sgl(
+        &self,
+        token: Token,
+        bufs: &mut [crate::dma::DmaBuf],
+        num_blocks: u32,
+        block_size: u32,
+    ) -> Result<u64, i32> {
         if bufs.is_empty() || bufs.len() > MAX_IOVECS {
             return Err(libc::EINVAL);
         }
@@ -1447,7 +1445,7 @@ impl SpdkDriver {
         }
         sgl.count = bufs.len();
         sgl.reset(0);
-        Ok(bufs.iter().map(|b| b.len()).sum())
+        blocks_for(bufs.iter().map(|b| b.len()).sum(), num_blocks, block_size)
     }
 
     fn arm(&self, slot: &SlotCtx, token: Token, target: u32, bytes: u64) {

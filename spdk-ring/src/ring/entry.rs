@@ -347,17 +347,19 @@ pub struct CompletionRef<'a> {
     queue: &'a mut queue::RingQueue<IoOp>,
     user_data: u64,
     result: queue::IoResult,
+    flags: CompletionFlags,
 }
 
 impl<'a> CompletionRef<'a> {
     #[inline]
     pub(crate) fn front(queue: &'a mut queue::RingQueue<IoOp>) -> Option<CompletionRef<'a>> {
         let front = queue.front_completion()?;
-        let (user_data, result) = (front.user_data, front.result);
+        let (user_data, result, flags) = (front.user_data, front.result, front.flags);
         Some(CompletionRef {
             queue,
             user_data,
             result,
+            flags,
         })
     }
 
@@ -379,9 +381,7 @@ impl<'a> CompletionRef<'a> {
 
     /// [`CompletionFlags::OVERFLOWED`] if it waited in the CQ overflow backlog.
     pub fn flags(&self) -> CompletionFlags {
-        self.queue
-            .front_completion()
-            .map_or(CompletionFlags::empty(), |front| front.flags)
+        self.flags
     }
 
     /// The errno, if the entry failed.
@@ -392,7 +392,7 @@ impl<'a> CompletionRef<'a> {
     /// The op still in the slot, if this is an I/O entry.
     #[inline]
     fn op(&mut self) -> Option<&mut IoOp> {
-        self.queue.front_completion_mut()?.op
+        self.queue.front_completion()?.op
     }
 
     /// Takes back the buffer of a single-buffer entry (Read, Write,
@@ -417,12 +417,11 @@ impl<'a> CompletionRef<'a> {
     /// The completion as an owned [`Completion`] (with every buffer not
     /// taken yet), popping it.
     pub fn into_owned(mut self) -> Completion {
-        let flags = self.flags();
         let bufs = self.op().map(IoOp::take_buffers).unwrap_or_default();
         Completion {
             user_data: self.user_data,
             result: self.result.map_err(IoFailure::from_queue),
-            flags,
+            flags: self.flags,
             bufs,
         }
     }
