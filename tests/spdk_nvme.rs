@@ -655,8 +655,8 @@ mod nvme_ring {
     fn vectored_nvme_io_scatters_and_gathers_across_buffers() {
         let mut r = ns_rig("nvme-vectored");
         let t = r.target;
-        // Namespace blocks 22000..22100 belong to this test.
-        let lba = 22_000;
+        // Namespace blocks 23000..23020 belong to this test.
+        let lba = 23_000;
         let sizes = [512usize, 1536, 4096, 512, 1024];
         let parts: Vec<DmaBuf> = sizes
             .iter()
