@@ -6,6 +6,11 @@
 //! latency in the same histogram, so the comparison is of the I/O path
 //! alone, not of the bookkeeping around it.
 //!
+//! With `RAWPERF_RESUBMIT_AFTER_POLL=1` in the environment the callbacks
+//! only note which I/O finished, and the loop resubmits those after each
+//! poll (latency then read once per poll, as ringperf does): the floor for
+//! a design that hands completions back before resubmitting.
+//!
 //! `cargo run --release --example rawperf -- -q 128 -o 4096 -w randread -t 5`
 
 #[cfg(spdk)]
@@ -37,6 +42,11 @@ mod raw {
         pub outstanding: usize,
         pub submit_failures: u64,
         pub latency: Histogram,
+        /// `RAWPERF_RESUBMIT_AFTER_POLL` mode: callbacks only note their slot
+        /// here, and the loop resubmits after each poll, as any completion
+        /// queue must (the floor for a ring rather than for a callback).
+        pub defer: bool,
+        pub ready: Vec<*mut Slot>,
     }
 
     /// One in-flight I/O: its buffer, its job and when it was submitted.
@@ -86,6 +96,15 @@ mod raw {
             sys::spdk_bdev_free_io(bdev_io);
             let slot = ctx as *mut Slot;
             let job = &mut *(*slot).job;
+            if job.defer {
+                if success {
+                    job.ios += 1;
+                } else {
+                    job.errors += 1;
+                }
+                job.ready.push(slot);
+                return;
+            }
             let now = sys::spdk_get_ticks();
             job.latency.record(now - (*slot).submitted_at);
             if success {
@@ -158,6 +177,8 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         outstanding: o.queue_depth,
         submit_failures: 0,
         latency: Histogram::new(),
+        defer: std::env::var_os("RAWPERF_RESUBMIT_AFTER_POLL").is_some(),
+        ready: Vec::with_capacity(o.queue_depth),
     };
     let job_ptr: *mut raw::Job = &mut job;
     let mut slots: Vec<raw::Slot> = bufs
@@ -176,6 +197,27 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
     // SAFETY: reading the counter the callbacks update on this same thread.
     while unsafe { std::ptr::read_volatile(&(*job_ptr).outstanding) } > 0 {
         rt.poll();
+        // SAFETY: as above. No `&mut Job` is held across `submit`, which
+        // may run a callback (an immediate failure) that updates the job.
+        unsafe {
+            if (*job_ptr).defer && !(*job_ptr).ready.is_empty() {
+                let now = clock::ticks();
+                // Callbacks run by the submissions below append after `n`:
+                // they wait for the next round.
+                let n = (*job_ptr).ready.len();
+                for i in 0..n {
+                    let slot = (&(*job_ptr).ready)[i];
+                    (*job_ptr).latency.record(now - (*slot).submitted_at);
+                    if now < (*job_ptr).deadline {
+                        (*slot).submitted_at = now;
+                        raw::submit(slot);
+                    } else {
+                        (*job_ptr).outstanding -= 1;
+                    }
+                }
+                (*job_ptr).ready.drain(..n);
+            }
+        }
     }
     let end = clock::ticks();
     if job.submit_failures > 0 {

@@ -27,8 +27,9 @@ fn main() {
             Report::print_table(&reports);
             let f = spdk_ring::EntryFootprint::get();
             println!(
-                "ring memory: {} B per SQ entry, {} B per CQ entry, {} B per in-flight slot",
-                f.sq_entry, f.cq_entry, f.in_flight_slot
+                "ring memory: {} B per SQ entry, {} B per CQ entry, {} B per in-flight slot, \
+                 {} B per lane slot",
+                f.sq_entry, f.cq_entry, f.in_flight_slot, f.lane_slot
             );
             if options.report_json {
                 let jobs: Vec<String> = reports.iter().map(|r| r.json(&options)).collect();

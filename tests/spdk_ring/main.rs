@@ -892,6 +892,49 @@ mod ordering_and_cancel {
         assert_eq!((read.user_data(), read.result()), (1, Ok(512)));
     }
 
+    /// Plain reads and writes pushed while the core is empty take the lane;
+    /// once the core holds something, they queue in the core. Whichever way
+    /// they go, they start in push order and the queue counts add up.
+    #[test]
+    fn lane_and_core_entries_keep_push_order_and_counts() {
+        create(JsonConfig::new().malloc_bdev("LaneOrder", 64, 512));
+        let mut r = rig("LaneOrder", OpenMode::ReadWrite, 16);
+        let t = r.target;
+        let write = |seed: u64| opcode::Write::new(t, pattern(512, seed), 7).build();
+        // Lane, lane, then a Nop makes the core busy, so the next write and
+        // the DRAIN read go to the core behind the lane's writes.
+        r.ring.push(write(1).user_data(1)).unwrap();
+        r.ring.push(write(2).user_data(2)).unwrap();
+        r.ring
+            .push(opcode::Nop::new().build().user_data(3))
+            .unwrap();
+        r.ring.push(write(4).user_data(4)).unwrap();
+        let read = opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), 7).build();
+        r.ring
+            .push(read.user_data(5).flags(EntryFlags::DRAIN))
+            .unwrap();
+        assert_eq!(r.ring.sq_len(), 5);
+        assert_eq!(r.ring.sq_space(), 11);
+        assert_eq!(
+            r.ring.submit(),
+            5,
+            "all left the SQ (the DRAIN read waits in a slot)"
+        );
+        assert_eq!(r.ring.sq_len(), 0);
+        assert!(r.ring.in_flight() >= 3, "{}", r.ring.in_flight());
+        let mut done = r.wait_all(5);
+        assert_eq!(r.ring.in_flight(), 0);
+        assert_eq!(r.ring.cq_len(), 0);
+        let mut last = done.pop().unwrap();
+        assert_eq!(last.user_data(), 5, "the DRAIN read completes last");
+        let got = last.take_buf().unwrap();
+        assert_eq!(&got[..], &pattern(512, 4)[..], "it reads the last write");
+        let mut users: Vec<u64> = done.iter().map(|c| c.user_data()).collect();
+        users.sort_unstable();
+        assert_eq!(users, [1, 2, 3, 4]);
+        assert!(done.iter().all(|c| c.is_ok()));
+    }
+
     #[test]
     fn cancel_requests_an_abort_and_the_io_keeps_its_real_result() {
         // Malloc supports abort, so the error bdev over it advertises it; the

@@ -37,6 +37,11 @@ pub(super) struct MockDriver {
     pub(super) by_id: HashMap<u64, StartOutcome>,
     /// What `abort` answers.
     pub(super) abort_fails: bool,
+    /// User data of entries the driver runs outside the core, oldest first, and what
+    /// `cancel_outside` answers for them.
+    pub(super) outside: Vec<(u64, Result<(), ()>)>,
+    /// Every `cancel_outside` call: the user data asked for.
+    pub(super) outside_cancels: Vec<u64>,
 }
 
 impl Driver<TestOp> for MockDriver {
@@ -65,6 +70,14 @@ impl Driver<TestOp> for MockDriver {
         } else {
             Ok(())
         }
+    }
+
+    fn cancel_outside(&mut self, user_data: u64) -> Option<Result<(), ()>> {
+        self.outside_cancels.push(user_data);
+        self.outside
+            .iter()
+            .find(|(ud, _)| *ud == user_data)
+            .map(|&(_, answer)| answer)
     }
 }
 

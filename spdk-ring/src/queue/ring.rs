@@ -166,6 +166,9 @@ pub struct RingQueue<Op> {
     live: List,
     /// Live direct entries.
     direct_live: u32,
+    /// Entries queued or running outside the core (the ring's lane), all older than every entry
+    /// in the core: a DRAIN waits for them, and they count against `max_in_flight`.
+    outside_pending: u32,
     waiting: List,
     drains: List,
     targets: Vec<TargetState>,
@@ -219,6 +222,7 @@ impl<Op> RingQueue<Op> {
             links: Links::new(slots),
             live: List::EMPTY,
             direct_live: 0,
+            outside_pending: 0,
             waiting: List::EMPTY,
             drains: List::EMPTY,
             targets: (0..config.max_targets)
@@ -335,6 +339,42 @@ impl<Op> RingQueue<Op> {
         self.live.len() + self.direct_live
     }
 
+    /// Live entries plus those outside the core: what `max_in_flight` bounds.
+    fn occupied(&self) -> u32 {
+        self.live_count().saturating_add(self.outside_pending)
+    }
+
+    /// Nothing in the SQ, nothing live, no completion waiting: an entry pushed now is younger than
+    /// everything the core ever held, so it may run outside the core (see `set_outside_pending`).
+    #[inline]
+    pub fn is_idle(&self) -> bool {
+        self.sq.is_empty()
+            && self.live_count() == 0
+            && self.cq.is_empty()
+            && self.backlog.is_empty()
+    }
+
+    /// How many entries run outside the core (queued or in flight there). Every one of them was
+    /// pushed while the core was idle, so each is older than every entry in the core: a DRAIN
+    /// starts only once none is left, and they count against `max_in_flight`.
+    #[inline]
+    pub fn set_outside_pending(&mut self, n: u32) {
+        if n != self.outside_pending {
+            if n < self.outside_pending {
+                // Fewer outside entries may let a DRAIN or a waiting entry start.
+                self.dirty = true;
+            }
+            self.outside_pending = n;
+        }
+    }
+
+    /// Completions posted outside the core: they count towards count-based Timeouts.
+    #[inline]
+    pub fn add_outside_posted(&mut self, n: u64) {
+        self.posted += n;
+        self.settle_count_goals();
+    }
+
     /// Entries in slots that have not started yet: behind a chain member, a DRAIN, an earlier entry of
     /// their target or a `NoMem` block (LinkTimeouts, which start with their target, not counted).
     pub fn waiting_len(&self) -> usize {
@@ -343,7 +383,7 @@ impl<Op> RingQueue<Op> {
 
     /// Slots available for `submit` to take more entries.
     pub fn free_slots(&self) -> usize {
-        self.config.max_in_flight as usize - self.live_count() as usize
+        self.config.max_in_flight.saturating_sub(self.occupied()) as usize
     }
 
     /// Ops the driver accepted (`Started`) and has not completed yet.
@@ -640,7 +680,7 @@ impl<Op> RingQueue<Op> {
         };
         if !cell.flags.is_empty()
             || self.drains.head != NIL
-            || self.live_count() >= self.config.max_in_flight
+            || self.occupied() >= self.config.max_in_flight
         {
             return false;
         }
@@ -819,7 +859,7 @@ impl<Op> RingQueue<Op> {
     /// Whether `slot` (on the live list) is the oldest live entry: direct entries are older than
     /// any listed entry they share the ring with only while a DRAIN is live, so they count too.
     fn is_oldest_live(&self, slot: u32) -> bool {
-        self.live.head == slot && self.direct_live == 0
+        self.live.head == slot && self.direct_live == 0 && self.outside_pending == 0
     }
 
     /// The oldest live DRAIN entry: nothing after it may start, and it starts only when oldest overall.
@@ -973,6 +1013,12 @@ impl<Op> RingQueue<Op> {
         user_data: u64,
         driver: &mut impl Driver<Op>,
     ) -> IoResult {
+        // Entries outside the core are older than every entry in it: they come first.
+        match driver.cancel_outside(user_data) {
+            Some(Ok(())) => return Ok(0),
+            Some(Err(())) => return Err(IoError::errno(EALREADY)),
+            None => {}
+        }
         let mut cur = self.live.head;
         while cur != NIL {
             let entry = self.entry(cur);

@@ -471,6 +471,94 @@ fn drain_waits_for_earlier_and_holds_back_later() {
     assert_eq!(done, [1, 2, 3, 5]);
 }
 
+// ----- entries outside the core (the ring's lane) -----------------------------------------------
+
+#[test]
+fn a_drain_waits_for_entries_outside_the_core() {
+    let mut q = queue(8, 2);
+    let mut driver = MockDriver::default();
+    assert!(q.is_idle());
+    q.set_outside_pending(2);
+    push_all(&mut q, [drained(io(0, 1)), io(1, 2)]);
+    q.submit(&mut driver, 0);
+    assert!(driver.started_ids().is_empty(), "outside entries are older");
+    q.set_outside_pending(1);
+    q.advance(&mut driver, 0);
+    assert!(driver.started_ids().is_empty(), "one is still outside");
+    q.set_outside_pending(0);
+    q.advance(&mut driver, 0);
+    assert_eq!(driver.started_ids(), [1]);
+    let token = driver.take(1);
+    q.complete(token, Ok(0));
+    q.advance(&mut driver, 0);
+    assert_eq!(driver.started_ids(), [1, 2]);
+}
+
+#[test]
+fn entries_outside_the_core_count_against_max_in_flight() {
+    // 4 live entries at most; 3 run outside.
+    let mut q = queue(4, 1);
+    let mut driver = MockDriver::default();
+    q.set_outside_pending(3);
+    push_all(&mut q, [io(0, 1), io(0, 2)]);
+    q.submit(&mut driver, 0);
+    assert_eq!(driver.started_ids(), [1]);
+    assert_eq!(q.sq_len(), 1, "2 waits in the SQ for room");
+    q.set_outside_pending(2);
+    q.submit(&mut driver, 0);
+    assert_eq!(driver.started_ids(), [1, 2]);
+}
+
+#[test]
+fn cancel_looks_outside_the_core_first() {
+    let mut q = queue(8, 1);
+    let mut driver = MockDriver {
+        outside: vec![(7, Ok(())), (8, Err(()))],
+        ..MockDriver::default()
+    };
+    // An entry with the same user data in the core is younger: the outside one is cancelled.
+    push_all(&mut q, [io(0, 7)]);
+    q.submit(&mut driver, 0);
+    push_all(&mut q, [cancel(100, 7), cancel(101, 8), cancel(102, 9)]);
+    q.submit(&mut driver, 0);
+    assert_eq!(driver.outside_cancels, [7, 8, 9]);
+    assert!(driver.aborts.is_empty(), "the core's entry 7 is left alone");
+    assert_eq!(
+        reap(&mut q),
+        [(100, Ok(0)), (101, err(EALREADY)), (102, err(ENOENT))]
+    );
+}
+
+#[test]
+fn completions_outside_the_core_count_for_timeouts() {
+    let mut q = queue(8, 1);
+    let mut driver = MockDriver::default();
+    push_all(&mut q, [timeout(1, 1_000_000, 3)]);
+    q.submit(&mut driver, 0);
+    assert!(!q.is_idle(), "an armed timeout is live");
+    q.add_outside_posted(2);
+    assert_eq!(q.cq_len(), 0);
+    q.add_outside_posted(1);
+    assert_eq!(reap(&mut q), [(1, Ok(0))]);
+    assert!(q.is_idle());
+}
+
+#[test]
+fn the_core_is_idle_only_when_empty() {
+    let mut q = queue(8, 1);
+    let mut driver = MockDriver::default();
+    assert!(q.is_idle());
+    push_all(&mut q, [io(0, 1)]);
+    assert!(!q.is_idle(), "an entry in the SQ");
+    q.submit(&mut driver, 0);
+    assert!(!q.is_idle(), "an entry in flight");
+    let token = driver.take(1);
+    q.complete(token, Ok(0));
+    assert!(!q.is_idle(), "a completion not taken");
+    assert_eq!(reap(&mut q), [(1, Ok(0))]);
+    assert!(q.is_idle());
+}
+
 #[test]
 fn drain_nop_is_a_pure_barrier() {
     let mut q = queue(8, 1);

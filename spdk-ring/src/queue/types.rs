@@ -247,6 +247,15 @@ pub trait Driver<Op> {
     /// `RingQueue::complete`. `Err(())`: this target cannot abort.
     #[allow(clippy::result_unit_err)]
     fn abort(&mut self, token: Token, target: TargetId, op: &mut Op) -> Result<(), ()>;
+
+    /// Cancel for entries the driver runs outside the core (see
+    /// `RingQueue::set_outside_pending`): acts on the oldest such entry with `user_data`.
+    /// `None`: there is none. `Some(Ok(()))`: cancelled or abort requested (it completes outside
+    /// the core). `Some(Err(()))`: running and its target cannot abort.
+    #[allow(clippy::result_unit_err)]
+    fn cancel_outside(&mut self, _user_data: u64) -> Option<Result<(), ()>> {
+        None
+    }
 }
 
 /// Sizes of the preallocated tables; nothing grows past them in normal operation.

@@ -22,6 +22,8 @@ use std::ptr::NonNull;
 
 #[path = "blob_io.rs"]
 pub(crate) mod blob_io;
+#[path = "lane.rs"]
+pub(crate) mod lane;
 
 /// Queue ids set aside after a rejected qpair connect, before waiting instead.
 const QPAIR_QIDS_SKIPPED: usize = 4;
@@ -48,7 +50,7 @@ pub(crate) enum Event {
 /// outlives every callback: the ring quiesces before freeing it.
 pub(crate) struct Inbox {
     /// Slots whose I/O finished, in completion order (the common event).
-    pub(crate) done: DoneRing,
+    pub(crate) done: IndexRing,
     /// Everything else: unblocks, admin completions, and (never in
     /// practice) an I/O completion that found `done` full.
     pub(crate) events: RefCell<VecDeque<Event>>,
@@ -72,20 +74,21 @@ pub(crate) struct AdminMailbox {
     pub(crate) callback_panicked: std::sync::atomic::AtomicBool,
 }
 
-/// Indices of slots whose I/O finished, oldest first: a fixed ring of
-/// `Cell`s, written by callbacks (possibly inside a submit call) and read by
-/// the ring between SPDK calls. An in-flight I/O finishes once before its
+/// A fixed FIFO of slot indices in `Cell`s, so callbacks (possibly inside a
+/// submit call) can append to it through a shared reference. The inbox's
+/// holds slots whose I/O finished, oldest first, read by the ring between
+/// SPDK calls. An in-flight I/O finishes once before its
 /// slot can start another, so `max_in_flight` cells never overflow; if one
 /// ever did, the completion would go to the growable queue, not be lost.
-pub(crate) struct DoneRing {
+pub(crate) struct IndexRing {
     cells: Box<[Cell<u32>]>,
     head: Cell<u32>,
     len: Cell<u32>,
 }
 
-impl DoneRing {
-    fn with_capacity(n: usize) -> DoneRing {
-        DoneRing {
+impl IndexRing {
+    pub(crate) fn with_capacity(n: usize) -> IndexRing {
+        IndexRing {
             cells: (0..n.max(1)).map(|_| Cell::new(0)).collect(),
             head: Cell::new(0),
             len: Cell::new(0),
@@ -94,7 +97,7 @@ impl DoneRing {
 
     /// Appends `index`; false if full.
     #[inline]
-    fn push(&self, index: u32) -> bool {
+    pub(crate) fn push(&self, index: u32) -> bool {
         let (len, cap) = (self.len.get(), self.cells.len() as u32);
         if len == cap {
             return false;
@@ -106,6 +109,20 @@ impl DoneRing {
         self.cells[at as usize].set(index);
         self.len.set(len + 1);
         true
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> u32 {
+        self.len.get()
+    }
+
+    /// The oldest index, left in place.
+    #[inline]
+    pub(crate) fn front(&self) -> Option<u32> {
+        if self.len.get() == 0 {
+            return None;
+        }
+        self.cells.get(self.head.get() as usize).map(Cell::get)
     }
 
     #[inline]
@@ -131,7 +148,7 @@ impl Inbox {
     /// An inbox for `n` I/Os in flight at once.
     pub(crate) fn with_capacity(n: usize) -> Inbox {
         Inbox {
-            done: DoneRing::with_capacity(n),
+            done: IndexRing::with_capacity(n),
             // Room for an event per in-flight entry, as when every
             // completion went through here (admin commands still do).
             events: RefCell::new(VecDeque::with_capacity(n)),
@@ -427,6 +444,8 @@ pub(crate) struct SpdkDriver {
     inbox: *const Inbox,
     /// Per-slot state of blob calls, once a blobstore is registered.
     blob: Option<blob_io::BlobState>,
+    /// The light path for plain reads and writes (see [`lane`]).
+    pub(crate) lane: lane::Lane,
 }
 
 unsafe extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, ctx: *mut c_void) {
@@ -524,7 +543,13 @@ fn blocks_for(buf_len: usize, num_blocks: u32, block_size: u32) -> Result<u64, i
 }
 
 impl SpdkDriver {
-    pub(crate) fn new(ring_id: u32, slots: usize, inbox: *const Inbox) -> SpdkDriver {
+    pub(crate) fn new(
+        ring_id: u32,
+        slots: usize,
+        inbox: *const Inbox,
+        lane_slots: usize,
+        sq_entries: usize,
+    ) -> SpdkDriver {
         let slots: Box<[SlotCtx]> = (0..slots)
             .map(|index| SlotCtx {
                 inbox,
@@ -565,6 +590,7 @@ impl SpdkDriver {
             iovecs,
             inbox,
             blob: None,
+            lane: lane::Lane::new(lane_slots, sq_entries),
         }
     }
 
@@ -749,7 +775,8 @@ impl SpdkDriver {
     /// Releases channels of removed or unregistered targets that SPDK no
     /// longer uses, so their descriptors can close.
     pub(crate) fn release_idle_targets(&mut self) {
-        for t in &mut self.targets {
+        let lane = &self.lane;
+        for (index, t) in self.targets.iter_mut().enumerate() {
             if t.unregistered && t.in_flight == 0 {
                 // NVMe qpair, or blob channel (and the store reference).
                 t.nvme = None;
@@ -761,7 +788,7 @@ impl SpdkDriver {
             if !t.removed && t.desc.as_ref().is_some_and(BdevDesc::is_removed) {
                 t.removed = true;
             }
-            if (t.removed || t.unregistered) && t.is_idle() {
+            if (t.removed || t.unregistered) && t.is_idle() && !lane.runs_on(index as u32) {
                 t.channel = None;
                 t.desc = None;
             }
@@ -1058,6 +1085,10 @@ impl Driver<IoOp> for SpdkDriver {
         }
     }
 
+    fn cancel_outside(&mut self, user_data: u64) -> Option<Result<(), ()>> {
+        self.lane_cancel(user_data)
+    }
+
     fn abort(&mut self, token: Token, target: TargetId, _op: &mut IoOp) -> Result<(), ()> {
         let t = self.targets.get(target.0 as usize).ok_or(())?;
         if let Some(q) = &t.nvme {
@@ -1076,30 +1107,36 @@ impl Driver<IoOp> for SpdkDriver {
             };
             return if rc == 0 { Ok(()) } else { Err(()) };
         }
-        if !t.io_types.contains(IoTypes::ABORT) {
-            return Err(());
-        }
-        let (Some(desc), Some(channel)) = (&t.desc, &t.channel) else {
-            return Err(());
-        };
         let slot = &self.slots[token.index() as usize] as *const SlotCtx as *mut c_void;
-        // SAFETY: desc/channel are open on this thread; `slot` is the exact
-        // cb_arg the in-flight I/O was submitted with, which is how SPDK
-        // finds the I/O to abort.
-        let rc = unsafe {
-            sys::spdk_bdev_abort(
-                desc.as_ptr(),
-                channel.as_ptr(),
-                slot,
-                Some(abort_done),
-                std::ptr::null_mut(),
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(())
-        }
+        raw_abort(t, slot)
+    }
+}
+
+/// Asks SPDK to abort the bdev I/O of `target` submitted with callback
+/// argument `cb_arg` (which is how SPDK finds it). `Err(())`: the bdev
+/// cannot abort, or the target has no channel any more.
+fn raw_abort(t: &TargetState, cb_arg: *mut c_void) -> Result<(), ()> {
+    if !t.io_types.contains(IoTypes::ABORT) {
+        return Err(());
+    }
+    let (Some(desc), Some(channel)) = (&t.desc, &t.channel) else {
+        return Err(());
+    };
+    // SAFETY: desc/channel are open on this thread; cb_arg is only compared
+    // by SPDK, never dereferenced.
+    let rc = unsafe {
+        sys::spdk_bdev_abort(
+            desc.as_ptr(),
+            channel.as_ptr(),
+            cb_arg,
+            Some(abort_done),
+            std::ptr::null_mut(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(())
     }
 }
 

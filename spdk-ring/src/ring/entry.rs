@@ -1,6 +1,7 @@
 //! Submission entries and completions as callers see them.
 
 use super::driver::blob_io::BlobOp;
+use super::driver::SpdkDriver;
 use crate::dma::DmaBuf;
 use crate::error::{Errno, NvmeStatus};
 use crate::queue::{self, CompletionFlags, EntryFlags, IoError, Submission};
@@ -344,10 +345,16 @@ impl IoOp {
 /// Forgetting it (`mem::forget`) leaves the completion first in line: the
 /// next `reap` sees it again, without the buffers already taken.
 pub struct CompletionRef<'a> {
-    queue: &'a mut queue::RingQueue<IoOp>,
+    source: Source<'a>,
     user_data: u64,
     result: queue::IoResult,
     flags: CompletionFlags,
+}
+
+/// Where the completion sits: the core's CQ, or the lane's.
+enum Source<'a> {
+    Core(&'a mut queue::RingQueue<IoOp>),
+    Lane(&'a mut SpdkDriver),
 }
 
 impl<'a> CompletionRef<'a> {
@@ -356,10 +363,22 @@ impl<'a> CompletionRef<'a> {
         let front = queue.front_completion()?;
         let (user_data, result, flags) = (front.user_data, front.result, front.flags);
         Some(CompletionRef {
-            queue,
+            source: Source::Core(queue),
             user_data,
             result,
             flags,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn lane_front(driver: &'a mut SpdkDriver) -> Option<CompletionRef<'a>> {
+        let index = driver.lane.front()?;
+        let (user_data, result) = driver.lane.outcome(index);
+        Some(CompletionRef {
+            source: Source::Lane(driver),
+            user_data,
+            result,
+            flags: CompletionFlags::empty(),
         })
     }
 
@@ -389,22 +408,31 @@ impl<'a> CompletionRef<'a> {
         self.result.err().map(|e| Errno(e.errno))
     }
 
-    /// The op still in the slot, if this is an I/O entry.
+    /// The op still in the core's slot, if this is a core I/O entry.
     #[inline]
     fn op(&mut self) -> Option<&mut IoOp> {
-        self.queue.front_completion()?.op
+        match &mut self.source {
+            Source::Core(queue) => queue.front_completion()?.op,
+            Source::Lane(_) => None,
+        }
     }
 
     /// Takes back the buffer of a single-buffer entry (Read, Write,
     /// NvmePassthru, BlobRead, BlobWrite), moved straight out of the slot.
     #[inline]
     pub fn take_buf(&mut self) -> Option<DmaBuf> {
-        self.op()?.take_single_buf()
+        match &mut self.source {
+            Source::Lane(driver) => driver.lane.take_front_buf(),
+            Source::Core(_) => self.op()?.take_single_buf(),
+        }
     }
 
     /// Takes back the buffers of a vectored entry (Readv, Writev); a
     /// single-buffer entry gives a one-element vector.
     pub fn take_bufs(&mut self) -> Vec<DmaBuf> {
+        if let Source::Lane(driver) = &mut self.source {
+            return driver.lane.take_front_buf().into_iter().collect();
+        }
         self.op().map(IoOp::take_all_bufs).unwrap_or_default()
     }
 
@@ -417,7 +445,14 @@ impl<'a> CompletionRef<'a> {
     /// The completion as an owned [`Completion`] (with every buffer not
     /// taken yet), popping it.
     pub fn into_owned(mut self) -> Completion {
-        let bufs = self.op().map(IoOp::take_buffers).unwrap_or_default();
+        let bufs = match &mut self.source {
+            Source::Lane(driver) => driver
+                .lane
+                .take_front_buf()
+                .map(Buffers::one)
+                .unwrap_or_default(),
+            Source::Core(_) => self.op().map(IoOp::take_buffers).unwrap_or_default(),
+        };
         Completion {
             user_data: self.user_data,
             result: self.result.map_err(IoFailure::from_queue),
@@ -430,7 +465,12 @@ impl<'a> CompletionRef<'a> {
 impl Drop for CompletionRef<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.queue.discard_front();
+        match &mut self.source {
+            Source::Core(queue) => {
+                queue.discard_front();
+            }
+            Source::Lane(driver) => driver.lane_pop(),
+        }
     }
 }
 

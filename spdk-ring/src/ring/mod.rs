@@ -101,6 +101,9 @@ pub struct EntryFootprint {
     pub cq_entry: usize,
     /// One in-flight entry: its slot.
     pub in_flight_slot: usize,
+    /// One lane slot (a ring has `max_in_flight` of them, preallocated):
+    /// the slot plus its share of the lane's index queues.
+    pub lane_slot: usize,
 }
 
 impl EntryFootprint {
@@ -114,6 +117,7 @@ impl EntryFootprint {
             sq_entry: size_of::<u32>() + slot,
             cq_entry: size_of::<u32>() + slot,
             in_flight_slot: slot,
+            lane_slot: driver::lane::Lane::bytes_per_slot(),
         }
     }
 }
@@ -161,7 +165,13 @@ impl RingBuilder {
         let slots = queue.slot_count();
         let inbox = Box::new(Inbox::with_capacity(config.max_in_flight as usize + 8));
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
-        let driver = SpdkDriver::new(ring_id, slots, &*inbox);
+        let driver = SpdkDriver::new(
+            ring_id,
+            slots,
+            &*inbox,
+            config.max_in_flight as usize,
+            config.sq_entries as usize,
+        );
         let ticks_hz = crate::clock::ticks_hz().max(1);
         Ok(Ring {
             queue: ManuallyDrop::new(queue),
@@ -170,6 +180,7 @@ impl RingBuilder {
             thread,
             ring_id,
             ticks_hz,
+            sq_entries: config.sq_entries,
         })
     }
 }
@@ -187,6 +198,8 @@ pub struct Ring {
     thread: SpdkThread,
     ring_id: u32,
     ticks_hz: u64,
+    /// SQ capacity, shared by the core's SQ and the lane's.
+    sq_entries: u32,
 }
 
 impl Ring {
@@ -328,6 +341,15 @@ impl Ring {
     /// error, untouched.
     #[inline]
     pub fn push(&mut self, mut entry: Entry) -> std::result::Result<(), PushError> {
+        if self.queue.sq_len() + self.driver.lane.sq_len() >= self.sq_entries as usize {
+            return Err(PushError { entry });
+        }
+        if self.driver.lane.has_room() && self.queue.is_idle() {
+            entry = match self.push_to_lane(entry) {
+                Ok(()) => return Ok(()),
+                Err(entry) => entry,
+            };
+        }
         if let crate::queue::EntryKind::Io { target, op } = &mut entry.submission.kind {
             // An entry built with another ring's handle must not reach this
             // ring's target of the same index.
@@ -340,24 +362,117 @@ impl Ring {
         })
     }
 
+    /// Queues a plain read or write on the lane (see `driver::lane`);
+    /// hands back any other entry.
+    #[inline]
+    fn push_to_lane(&mut self, entry: Entry) -> std::result::Result<(), Entry> {
+        use crate::queue::{EntryKind, Submission};
+        use driver::lane::LaneIo;
+        use entry::{IoKind, IoOp};
+        let lane_ok = |flags: crate::queue::EntryFlags, target_ring: u32, target: TargetId| {
+            flags.is_empty() && target_ring == self.ring_id && self.driver.lane_serves(target.0)
+        };
+        let io = match entry.submission {
+            Submission {
+                kind:
+                    EntryKind::Io {
+                        target,
+                        op:
+                            IoOp {
+                                target_ring,
+                                kind:
+                                    IoKind::Read {
+                                        buf,
+                                        offset_blocks,
+                                        num_blocks,
+                                    },
+                            },
+                    },
+                user_data,
+                flags,
+            } if lane_ok(flags, target_ring, target) => LaneIo {
+                target: target.0,
+                write: false,
+                buf,
+                offset_blocks,
+                num_blocks,
+                user_data,
+            },
+            Submission {
+                kind:
+                    EntryKind::Io {
+                        target,
+                        op:
+                            IoOp {
+                                target_ring,
+                                kind:
+                                    IoKind::Write {
+                                        buf,
+                                        offset_blocks,
+                                        num_blocks,
+                                    },
+                            },
+                    },
+                user_data,
+                flags,
+            } if lane_ok(flags, target_ring, target) => LaneIo {
+                target: target.0,
+                write: true,
+                buf,
+                offset_blocks,
+                num_blocks,
+                user_data,
+            },
+            submission => return Err(Entry::from_submission(submission)),
+        };
+        let ring_id = self.ring_id;
+        self.driver
+            .lane
+            .push(io)
+            .map_err(|io| io.into_entry(ring_id))
+    }
+
     /// Hands queued entries to SPDK. Returns how many left the SQ.
     pub fn submit(&mut self) -> usize {
+        let before = self.driver.lane.sq_len();
+        self.driver.lane_submit();
+        let started = before - self.driver.lane.sq_len();
         let now = self.clock_for_timers();
-        self.queue.submit(&mut *self.driver, now)
+        self.sync_lane();
+        if self.driver.lane.sq_len() == 0 {
+            started + self.queue.submit(&mut *self.driver, now)
+        } else {
+            // Core entries are younger than the lane's: they wait for it.
+            self.queue.advance(&mut *self.driver, now);
+            started
+        }
+    }
+
+    /// Tells the core what the lane holds and what it completed.
+    #[inline]
+    fn sync_lane(&mut self) {
+        let pending = self.driver.lane.pending();
+        self.queue
+            .set_outside_pending(u32::try_from(pending).unwrap_or(u32::MAX));
+        let posted = self.driver.lane.take_newly_posted();
+        if posted != 0 {
+            self.queue.add_outside_posted(posted);
+        }
     }
 
     /// Submits, runs the SPDK thread once (its messages, pollers and the
     /// bdev completions), processes what completed, and returns how many
     /// completions are ready.
     pub fn poll(&mut self) -> usize {
-        let now = self.clock_for_timers();
-        self.queue.submit(&mut *self.driver, now);
+        self.submit();
         self.thread.poll();
         self.driver.poll_nvme();
         self.driver.poll_blob();
         self.process_events();
+        self.sync_lane();
+        let now = self.clock_for_timers();
         self.queue.advance(&mut *self.driver, now);
-        self.queue.cq_len()
+        self.cq_len()
     }
 
     /// Polls until at least `min` completions are ready or `timeout`
@@ -386,6 +501,9 @@ impl Ring {
     /// Takes one completion, if any is ready.
     #[inline]
     pub fn next_completion(&mut self) -> Option<Completion> {
+        if self.driver.lane.front().is_some() {
+            return self.reap().map(CompletionRef::into_owned);
+        }
         self.queue
             .pop_completion_map(entry::IoOp::take_buffers)
             .map(Completion::from_queue)
@@ -418,6 +536,10 @@ impl Ring {
     /// ```
     #[inline]
     pub fn reap(&mut self) -> Option<CompletionRef<'_>> {
+        // Lane entries are older than the core's: their completions first.
+        if self.driver.lane.front().is_some() {
+            return CompletionRef::lane_front(&mut self.driver);
+        }
         CompletionRef::front(&mut self.queue)
     }
 
@@ -433,20 +555,20 @@ impl Ring {
     }
 
     pub fn sq_space(&self) -> usize {
-        self.queue.sq_space()
+        self.sq_entries as usize - self.sq_len()
     }
 
     pub fn sq_len(&self) -> usize {
-        self.queue.sq_len()
+        self.queue.sq_len() + self.driver.lane.sq_len()
     }
 
     pub fn cq_len(&self) -> usize {
-        self.queue.cq_len()
+        self.queue.cq_len() + self.driver.lane.cq_len()
     }
 
     /// Entries taken from the SQ and not yet completed.
     pub fn in_flight(&self) -> usize {
-        self.queue.in_flight()
+        self.queue.in_flight() + self.driver.lane.running() as usize
     }
 
     pub fn thread(&self) -> &SpdkThread {
@@ -503,7 +625,10 @@ impl Ring {
                     self.driver.note_done(target);
                     self.queue.complete(token, result);
                 }
-                Event::Unblock { target } => self.queue.unblock(TargetId(target)),
+                Event::Unblock { target } => {
+                    self.driver.lane_unblock(target);
+                    self.queue.unblock(TargetId(target));
+                }
             }
         }
         self.driver.release_idle_targets();
@@ -513,9 +638,20 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        self.driver.lane.cancel_queued();
         self.queue.cancel_unstarted();
         let deadline = Instant::now() + QUIESCE_TIMEOUT;
-        while !(self.queue.is_quiescent() && self.driver.all_idle()) {
+        loop {
+            // Reaping lane slots ends their targets' in-flight counts.
+            while self.driver.lane.front().is_some() {
+                self.driver.lane_pop();
+            }
+            if self.queue.is_quiescent()
+                && self.driver.lane.running() == 0
+                && self.driver.all_idle()
+            {
+                break;
+            }
             if Instant::now() > deadline {
                 eprintln!(
                     "spdk-ring: SPDK did not return the ring's in-flight I/O within \

@@ -1,0 +1,508 @@
+//! The lane: a second, lighter path for the commonest entry, a plain
+//! single-buffer read or write on a bdev.
+//!
+//! The core ([`RingQueue`](crate::queue::RingQueue)) implements LINK, DRAIN,
+//! Cancel, timers and CQ overflow, and every entry it carries pays for that
+//! machinery. An unflagged read or write needs none of it while the core
+//! holds nothing, so such entries take the lane instead: a compact slot
+//! that is also SPDK's callback argument, a FIFO of slot indices to start,
+//! and a FIFO of finished ones that the callback fills directly.
+//!
+//! The ordering rules stay the core's. An entry takes the lane only while
+//! the core is idle (nothing in its SQ, nothing live, no completion
+//! waiting), so every lane entry is older than every core entry. Hence:
+//! - lane entries start before the core's SQ is looked at, and the core
+//!   takes nothing from its SQ while a lane entry still waits to start;
+//! - a DRAIN entry waits until the lane holds nothing live
+//!   ([`RingQueue::set_outside_pending`](crate::queue::RingQueue::set_outside_pending));
+//! - Cancel searches the lane first (its entries are the oldest);
+//! - lane completions count for count-based Timeouts;
+//! - `reap` takes lane completions first.
+//!
+//! An ENOMEM from SPDK stops the lane at that entry, in order, until the
+//! target's io-wait callback fires.
+
+use super::{blocks_for, failure_of, raw_abort, IndexRing, IoTypes, SpdkDriver, TargetState};
+use crate::dma::DmaBuf;
+use crate::queue::{IoError, NvmeStatus, ECANCELED};
+use spdk_ring_sys as sys;
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Where a lane slot is in its life.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum LaneState {
+    Free,
+    Queued,
+    InFlight,
+    Done,
+}
+
+/// One lane entry, from `push` until its completion is reaped; SPDK's
+/// callback argument while it runs. One cache line: everything an I/O
+/// touches on this path is here.
+#[repr(C, align(64))]
+pub(crate) struct LaneSlot {
+    shared: *const LaneShared,
+    buf: Cell<Option<DmaBuf>>,
+    user_data: Cell<u64>,
+    /// The offset in blocks until the I/O starts; then its start sequence
+    /// number (Cancel acts on the oldest match).
+    position: Cell<u64>,
+    /// Bytes a success reports.
+    bytes: Cell<u64>,
+    num_blocks: Cell<u32>,
+    target: Cell<u32>,
+    /// 0 while running or after success; the failure's errno otherwise.
+    errno: Cell<i32>,
+    write: Cell<bool>,
+    /// Failures carry an NVMe status (NVMe-backed bdev).
+    nvme_backed: Cell<bool>,
+    state: Cell<LaneState>,
+}
+
+const _: () = assert!(std::mem::size_of::<LaneSlot>() == 64);
+
+/// What callbacks write besides their slot. Boxed: its address is stable.
+pub(crate) struct LaneShared {
+    /// Indices of finished slots, oldest first.
+    done: IndexRing,
+    /// First slot, to turn a callback argument back into an index.
+    base: Cell<*const LaneSlot>,
+    /// NVMe status of failures on NVMe-backed bdevs, per slot (rarely
+    /// touched, so kept out of the slots).
+    nvme: Box<[Cell<Option<NvmeStatus>>]>,
+    /// Lane entries finished so far (for count-based Timeouts).
+    posted: Cell<u64>,
+    /// Of those, the ones SPDK finished (the others never started).
+    spdk_done: Cell<u64>,
+}
+
+impl LaneShared {
+    #[inline]
+    fn post(&self, index: u32) {
+        self.posted.set(self.posted.get() + 1);
+        // Cannot be full: each slot is in it at most once.
+        let _ = self.done.push(index);
+    }
+}
+
+pub(crate) struct Lane {
+    slots: Box<[LaneSlot]>,
+    shared: Box<LaneShared>,
+    free: Vec<u32>,
+    /// Pushed, not started, oldest first.
+    sq: IndexRing,
+    /// Started and not finished.
+    started: u64,
+    /// Start sequence for Cancel's push order.
+    next_seq: u64,
+    /// The target whose ENOMEM stopped the lane, until its io-wait fires.
+    blocked_on: Option<u32>,
+    /// Lane completions the core has been told about (see `posted`).
+    reported: u64,
+}
+
+/// The single-buffer read or write a lane slot is filled with.
+pub(crate) struct LaneIo {
+    pub(crate) target: u32,
+    pub(crate) write: bool,
+    pub(crate) buf: DmaBuf,
+    pub(crate) offset_blocks: u64,
+    pub(crate) num_blocks: u32,
+    pub(crate) user_data: u64,
+}
+
+impl LaneIo {
+    /// Back into the entry it was taken from.
+    pub(crate) fn into_entry(self, ring_id: u32) -> crate::ring::Entry {
+        use crate::queue::{Submission, TargetId};
+        use crate::ring::entry::{IoKind, IoOp};
+        let (buf, offset_blocks, num_blocks) = (self.buf, self.offset_blocks, self.num_blocks);
+        let kind = if self.write {
+            IoKind::Write {
+                buf,
+                offset_blocks,
+                num_blocks,
+            }
+        } else {
+            IoKind::Read {
+                buf,
+                offset_blocks,
+                num_blocks,
+            }
+        };
+        let op = IoOp {
+            target_ring: ring_id,
+            kind,
+        };
+        crate::ring::Entry::from_submission(Submission::io(
+            TargetId(self.target),
+            op,
+            self.user_data,
+        ))
+    }
+}
+
+impl Lane {
+    pub(crate) fn new(slots: usize, sq_entries: usize) -> Lane {
+        let shared = Box::new(LaneShared {
+            done: IndexRing::with_capacity(slots),
+            base: Cell::new(std::ptr::null()),
+            nvme: (0..slots).map(|_| Cell::new(None)).collect(),
+            posted: Cell::new(0),
+            spdk_done: Cell::new(0),
+        });
+        let slots: Box<[LaneSlot]> = (0..slots)
+            .map(|_| LaneSlot {
+                shared: &*shared,
+                buf: Cell::new(None),
+                user_data: Cell::new(0),
+                position: Cell::new(0),
+                bytes: Cell::new(0),
+                num_blocks: Cell::new(0),
+                target: Cell::new(0),
+                errno: Cell::new(0),
+                write: Cell::new(false),
+                nvme_backed: Cell::new(false),
+                state: Cell::new(LaneState::Free),
+            })
+            .collect();
+        shared.base.set(slots.as_ptr());
+        Lane {
+            free: (0..slots.len() as u32).rev().collect(),
+            slots,
+            shared,
+            sq: IndexRing::with_capacity(sq_entries),
+            started: 0,
+            next_seq: 0,
+            blocked_on: None,
+            reported: 0,
+        }
+    }
+
+    /// Bytes preallocated per lane slot: the slot, its failure status, and
+    /// its cells in the free stack and the two index queues.
+    pub(crate) fn bytes_per_slot() -> usize {
+        std::mem::size_of::<LaneSlot>() + std::mem::size_of::<Option<NvmeStatus>>() + 3 * 4
+    }
+
+    /// Whether a slot is free for [`Lane::push`].
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// Queues `io`; hands it back when no slot is free.
+    #[inline]
+    pub(crate) fn push(&mut self, io: LaneIo) -> Result<(), LaneIo> {
+        let Some(&index) = self.free.last() else {
+            return Err(io);
+        };
+        let Some(slot) = self.slots.get(index as usize) else {
+            return Err(io);
+        };
+        if !self.sq.push(index) {
+            return Err(io);
+        }
+        self.free.pop();
+        slot.buf.set(Some(io.buf));
+        slot.user_data.set(io.user_data);
+        slot.position.set(io.offset_blocks);
+        slot.num_blocks.set(io.num_blocks);
+        slot.target.set(io.target);
+        slot.write.set(io.write);
+        slot.errno.set(0);
+        slot.bytes.set(0);
+        slot.state.set(LaneState::Queued);
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn sq_len(&self) -> usize {
+        self.sq.len() as usize
+    }
+
+    /// Entries started and not finished.
+    pub(crate) fn running(&self) -> u64 {
+        self.started - self.shared.spdk_done.get()
+    }
+
+    /// Lane entries the core must wait for before a DRAIN: queued or running.
+    pub(crate) fn pending(&self) -> u64 {
+        u64::from(self.sq.len()) + self.running()
+    }
+
+    /// Whether an I/O on `target` is running in the lane (it holds the
+    /// target's channel). A scan: only asked for removed or unregistered
+    /// targets, so the I/O path keeps no per-target count.
+    pub(crate) fn runs_on(&self, target: u32) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.state.get() == LaneState::InFlight && s.target.get() == target)
+    }
+
+    /// Finished entries not reaped yet.
+    pub(crate) fn cq_len(&self) -> usize {
+        self.shared.done.len() as usize
+    }
+
+    /// Completions posted since the last call, for the core's count goals.
+    pub(crate) fn take_newly_posted(&mut self) -> u64 {
+        let posted = self.shared.posted.get();
+        let new = posted - self.reported;
+        self.reported = posted;
+        new
+    }
+
+    /// The oldest finished slot, if any.
+    #[inline]
+    pub(crate) fn front(&self) -> Option<u32> {
+        self.shared.done.front()
+    }
+
+    /// User data and result of a finished slot.
+    #[inline]
+    pub(crate) fn outcome(&self, index: u32) -> (u64, Result<u64, IoError>) {
+        let slot = &self.slots[index as usize];
+        let result = match slot.errno.get() {
+            0 => Ok(slot.bytes.get()),
+            errno => Err(IoError {
+                errno,
+                nvme: self.shared.nvme[index as usize].get(),
+            }),
+        };
+        (slot.user_data.get(), result)
+    }
+
+    /// Moves the buffer out of the finished front slot.
+    #[inline]
+    pub(crate) fn take_front_buf(&mut self) -> Option<DmaBuf> {
+        let index = self.front()?;
+        self.slots[index as usize].buf.take()
+    }
+
+    /// Lane entries that finished at once (bad entries, cancellations).
+    fn finish_now(&self, index: u32, errno: i32) {
+        let slot = &self.slots[index as usize];
+        slot.errno.set(errno);
+        slot.state.set(LaneState::Done);
+        self.shared.nvme[index as usize].set(None);
+        self.shared.post(index);
+    }
+
+    /// Finishes every entry still queued with ECANCELED (ring shutdown).
+    pub(crate) fn cancel_queued(&mut self) -> usize {
+        let n = self.sq.len() as usize;
+        while let Some(index) = self.sq.pop() {
+            self.finish_now(index, ECANCELED);
+        }
+        n
+    }
+}
+
+unsafe extern "C" fn lane_io_done(
+    bdev_io: *mut sys::spdk_bdev_io,
+    success: bool,
+    ctx: *mut c_void,
+) {
+    // SAFETY: ctx is a LaneSlot of a live ring (the ring quiesces before
+    // freeing the lane); the bdev_io is ours to inspect and free once.
+    let slot = unsafe { &*(ctx as *const LaneSlot) };
+    // SAFETY: the shared part lives as long as the slots.
+    let shared = unsafe { &*slot.shared };
+    // SAFETY: both pointers are into the same slot table.
+    let index = unsafe { (ctx as *const LaneSlot).offset_from(shared.base.get()) } as u32;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        if !success {
+            // SAFETY: bdev_io is valid until freed below.
+            let e = unsafe { failure_of(bdev_io, slot.nvme_backed.get()) };
+            slot.errno
+                .set(if e.errno == 0 { libc::EIO } else { e.errno });
+            if let Some(cell) = shared.nvme.get(index as usize) {
+                cell.set(e.nvme);
+            }
+        }
+        slot.state.set(LaneState::Done);
+    }));
+    if outcome.is_err() {
+        // Nothing above panics; if it ever did, the slot still completes.
+        slot.errno.set(libc::EIO);
+    }
+    shared.spdk_done.set(shared.spdk_done.get() + 1);
+    shared.post(index);
+    // SAFETY: every completed bdev_io must be freed exactly once.
+    unsafe { sys::spdk_bdev_free_io(bdev_io) };
+}
+
+impl SpdkDriver {
+    /// Whether entries for `target` may take the lane: a registered bdev
+    /// (NVMe namespaces and blobstores go through the core).
+    #[inline]
+    pub(crate) fn lane_serves(&self, target: u32) -> bool {
+        self.targets
+            .get(target as usize)
+            .is_some_and(|t| t.nvme.is_none() && t.blob.is_none())
+    }
+
+    /// Starts queued lane entries, oldest first, until the lane is empty or
+    /// SPDK answers ENOMEM.
+    pub(crate) fn lane_submit(&mut self) {
+        if self.lane.blocked_on.is_some() {
+            return;
+        }
+        while let Some(index) = self.lane.sq.front() {
+            match self.lane_start(index) {
+                Ok(()) => {
+                    self.lane.sq.pop();
+                }
+                Err(LaneStartError::NoMem(target)) => {
+                    self.enomem_retries += 1;
+                    self.lane.blocked_on = Some(target);
+                    self.wait_for_memory(target);
+                    return;
+                }
+                Err(LaneStartError::Failed(errno)) => {
+                    self.lane.sq.pop();
+                    self.lane.finish_now(index, errno);
+                }
+            }
+        }
+    }
+
+    /// The io-wait of `target` fired.
+    pub(crate) fn lane_unblock(&mut self, target: u32) {
+        if self.lane.blocked_on == Some(target) {
+            self.lane.blocked_on = None;
+        }
+    }
+
+    #[inline]
+    fn lane_start(&mut self, index: u32) -> Result<(), LaneStartError> {
+        let lane = &mut self.lane;
+        let slot = &lane.slots[index as usize];
+        let target = slot.target.get();
+        let Some(t) = self.targets.get_mut(target as usize) else {
+            return Err(LaneStartError::Failed(libc::EBADF));
+        };
+        let (desc, ch, bs) = lane_checks(t, slot.write.get())?;
+        let buf_len = slot_buf_len(slot);
+        let n = blocks_for(buf_len, slot.num_blocks.get(), bs).map_err(LaneStartError::Failed)?;
+        let offset = slot.position.get();
+        if !offset.checked_add(n).is_some_and(|end| end <= t.num_blocks) {
+            return Err(LaneStartError::Failed(libc::EINVAL));
+        }
+        let ptr = slot_buf_ptr(slot);
+        slot.nvme_backed.set(t.nvme_backed);
+        let f = if slot.write.get() {
+            sys::spdk_bdev_write_blocks
+        } else {
+            sys::spdk_bdev_read_blocks
+        };
+        let ctx = slot as *const LaneSlot as *mut c_void;
+        // Recorded before the call: SPDK may complete the I/O inside it.
+        slot.bytes.set(n * u64::from(bs));
+        slot.position.set(lane.next_seq);
+        slot.state.set(LaneState::InFlight);
+        lane.started += 1;
+        // SAFETY: desc and ch are this target's open descriptor and channel
+        // on this thread; the buffer is owned by the slot until the
+        // completion is reaped, so SPDK's use of it ends first; its length
+        // covers n blocks (checked above); ctx is the slot's stable address.
+        let rc = unsafe { f(desc, ch, ptr, offset, n, Some(lane_io_done), ctx) };
+        if rc != 0 {
+            // Not started: back to how it was queued.
+            lane.started -= 1;
+            slot.bytes.set(0);
+            slot.position.set(offset);
+            slot.state.set(LaneState::Queued);
+            return Err(if rc == -libc::ENOMEM {
+                LaneStartError::NoMem(target)
+            } else {
+                LaneStartError::Failed(-rc)
+            });
+        }
+        lane.next_seq += 1;
+        Ok(())
+    }
+
+    /// Pops the finished front slot: its buffer (if not taken) drops, the
+    /// slot is free again.
+    #[inline]
+    pub(crate) fn lane_pop(&mut self) {
+        let lane = &mut self.lane;
+        let Some(index) = lane.shared.done.pop() else {
+            return;
+        };
+        let slot = &lane.slots[index as usize];
+        drop(slot.buf.take());
+        slot.state.set(LaneState::Free);
+        lane.free.push(index);
+    }
+
+    /// Cancel's lane half: SPDK is asked to abort the oldest running lane
+    /// entry with `user_data`. `None` when the lane runs no such entry.
+    pub(crate) fn lane_cancel(&mut self, user_data: u64) -> Option<Result<(), ()>> {
+        let lane = &self.lane;
+        let running = lane
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state.get() == LaneState::InFlight && s.user_data.get() == user_data)
+            .min_by_key(|(_, s)| s.position.get())
+            .map(|(i, _)| i as u32);
+        // The lane's queue is empty here: the core takes no entry (a
+        // Cancel neither) from its SQ while lane entries wait to start.
+        debug_assert_eq!(lane.sq.len(), 0);
+        let slot = &lane.slots[running? as usize];
+        let t = self.targets.get(slot.target.get() as usize)?;
+        Some(raw_abort(t, slot as *const LaneSlot as *mut c_void))
+    }
+}
+
+enum LaneStartError {
+    NoMem(u32),
+    Failed(i32),
+}
+
+/// The entry-independent checks of a start, as the core's path makes them.
+#[inline]
+fn lane_checks(
+    t: &TargetState,
+    write: bool,
+) -> Result<(*mut sys::spdk_bdev_desc, *mut sys::spdk_io_channel, u32), LaneStartError> {
+    if t.unregistered || t.blob.is_some() {
+        return Err(LaneStartError::Failed(libc::EBADF));
+    }
+    if t.removed {
+        return Err(LaneStartError::Failed(libc::ENODEV));
+    }
+    let (Some(desc), Some(channel)) = (&t.desc, &t.channel) else {
+        return Err(LaneStartError::Failed(libc::ENODEV));
+    };
+    if write && !t.writable {
+        return Err(LaneStartError::Failed(libc::EBADF));
+    }
+    let io = if write { IoTypes::WRITE } else { IoTypes::READ };
+    if !t.io_types.contains(io) {
+        return Err(LaneStartError::Failed(libc::ENOTSUP));
+    }
+    Ok((desc.as_ptr(), channel.as_ptr(), t.block_size))
+}
+
+fn slot_buf_len(slot: &LaneSlot) -> usize {
+    // Read the buffer without moving it out of the cell.
+    // SAFETY: single-threaded; no reference into the cell is live.
+    unsafe { (*slot.buf.as_ptr()).as_ref().map_or(0, DmaBuf::len) }
+}
+
+fn slot_buf_ptr(slot: &LaneSlot) -> *mut c_void {
+    // SAFETY: as above; the pointer stays valid while the slot owns the buffer.
+    unsafe {
+        (*slot.buf.as_ptr())
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |b| b.as_mut_ptr().cast())
+    }
+}
