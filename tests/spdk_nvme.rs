@@ -236,6 +236,7 @@ mod target {
     impl Drop for PrivateTarget {
         fn drop(&mut self) {
             self.kill();
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
@@ -244,6 +245,10 @@ mod target {
             if let Some(mut child) = t.child.lock().ok().and_then(|mut c| c.take()) {
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+            // Its config, log and RPC socket.
+            if let Some(dir) = t.log.parent() {
+                let _ = std::fs::remove_dir_all(dir);
             }
         }
     }

@@ -47,6 +47,19 @@
 //! `ENOMEM` from SPDK is never reported: the entry waits for memory and is
 //! retried in order.
 //!
+//! ## Two paths, one set of rules
+//! A plain `Read` or `Write` on a bdev, without flags, pushed while the
+//! ring's core holds nothing (no queued, running or unreaped entry), takes
+//! a lighter path, the lane: a one-cache-line slot that is also SPDK's
+//! callback argument. Every other entry, and every entry pushed while the
+//! core is busy, goes through the core, which implements LINK, DRAIN,
+//! Cancel, timeouts and overflow. The difference is not observable except
+//! in speed: lane entries are older than every core entry, start first,
+//! are waited for by DRAIN, found first by Cancel, counted by count
+//! Timeouts, and their completions are reaped first. An ENOMEM stops the
+//! lane in order until SPDK's io-wait callback, as it stops a target's line
+//! in the core. `Ring::in_flight`, `sq_len` and `cq_len` count both.
+//!
 //! ## Completion queue overflow
 //! The CQ never drops a completion. If it is full, completions wait in a
 //! backlog (which allocates) and [`Ring::overflowed`] counts them; draining
