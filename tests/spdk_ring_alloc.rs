@@ -69,53 +69,69 @@ fn steady_state_io_allocates_nothing() {
         .collect();
     let mut next = 0u64;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    // Reaps through owned completions, or in place with `reap`.
-    let mut run = |ring: &mut Ring, bufs: &mut Vec<DmaBuf>, ios: u64, in_place: bool| {
-        let mut done = 0;
-        while done < ios {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "stalled after {done} of {ios} I/Os"
-            );
-            while let Some(buf) = bufs.pop() {
-                let lba = next % NULL_BLOCKS;
-                // Mix reads, writes, a LINK pair and a DRAIN now and then.
-                let entry = match next % 16 {
-                    0 => opcode::Write::new(t, buf, lba)
-                        .build()
-                        .flags(EntryFlags::LINK),
-                    7 => opcode::Read::new(t, buf, lba)
-                        .build()
-                        .flags(EntryFlags::DRAIN),
-                    _ => opcode::Read::new(t, buf, lba).build(),
-                };
-                ring.push(entry.user_data(next)).unwrap();
-                next += 1;
-            }
-            ring.poll();
-            if in_place {
-                while let Some(mut c) = ring.reap() {
-                    assert_eq!(c.result(), Ok(4096));
-                    bufs.push(c.take_buf().unwrap());
-                    done += 1;
+    // Reaps through owned completions, or in place with `reap`. Plain reads
+    // only run on the lane; the mix keeps the core busy, so it runs there.
+    let mut run =
+        |ring: &mut Ring, bufs: &mut Vec<DmaBuf>, ios: u64, in_place: bool, mixed: bool| {
+            let mut done = 0;
+            while done < ios {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "stalled after {done} of {ios} I/Os"
+                );
+                while let Some(buf) = bufs.pop() {
+                    let lba = next % NULL_BLOCKS;
+                    // Mix reads, writes, a LINK pair and a DRAIN now and then.
+                    let entry = match next % 16 {
+                        _ if !mixed => opcode::Read::new(t, buf, lba).build(),
+                        0 => opcode::Write::new(t, buf, lba)
+                            .build()
+                            .flags(EntryFlags::LINK),
+                        7 => opcode::Read::new(t, buf, lba)
+                            .build()
+                            .flags(EntryFlags::DRAIN),
+                        _ => opcode::Read::new(t, buf, lba).build(),
+                    };
+                    ring.push(entry.user_data(next)).unwrap();
+                    next += 1;
                 }
-            } else {
-                for mut c in ring.completions() {
-                    assert_eq!(c.result(), Ok(4096));
-                    bufs.push(c.take_buf().unwrap());
-                    done += 1;
+                ring.poll();
+                if in_place {
+                    while let Some(mut c) = ring.reap() {
+                        assert_eq!(c.result(), Ok(4096));
+                        bufs.push(c.take_buf().unwrap());
+                        done += 1;
+                    }
+                } else {
+                    for mut c in ring.completions() {
+                        assert_eq!(c.result(), Ok(4096));
+                        bufs.push(c.take_buf().unwrap());
+                        done += 1;
+                    }
                 }
             }
-        }
-    };
-    run(&mut ring, &mut bufs, 20_000, false);
-    run(&mut ring, &mut bufs, 20_000, true);
+        };
+    for (in_place, mixed) in [(false, false), (true, false), (false, true), (true, true)] {
+        run(&mut ring, &mut bufs, 5_000, in_place, mixed);
+    }
     COUNT_HERE.with(|c| c.set(true));
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    run(&mut ring, &mut bufs, 150_000, false);
-    run(&mut ring, &mut bufs, 150_000, true);
+    let lane_before = ring.lane_ios();
+    run(&mut ring, &mut bufs, 75_000, false, false);
+    run(&mut ring, &mut bufs, 75_000, true, false);
+    let on_lane = ring.lane_ios() - lane_before;
+    run(&mut ring, &mut bufs, 75_000, false, true);
+    run(&mut ring, &mut bufs, 75_000, true, true);
+    let on_lane_mixed = ring.lane_ios() - lane_before - on_lane;
     let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
     COUNT_HERE.with(|c| c.set(false));
+    // Both paths ran: plain reads on the lane (all but the few pushed while
+    // the mixed warm-up still had entries in the core), the mix in the core.
+    assert!(on_lane >= 149_000, "{on_lane} plain reads on the lane");
+    assert!(
+        on_lane_mixed < 75_000,
+        "{on_lane_mixed} of the mix on the lane"
+    );
     assert_eq!(
         allocated, 0,
         "{allocated} heap allocations during 300000 steady-state I/Os"

@@ -107,6 +107,11 @@ mod storms {
         }
         assert!(got.iter().all(|c| c.is_ok()));
         assert!(ring.enomem_retries() > 0, "the pool never ran out");
+        assert_eq!(
+            ring.lane_ios(),
+            200,
+            "the writes ran (and waited) on the lane"
+        );
         let mut last = got.pop().unwrap();
         assert_eq!(last.user_data(), 1000);
         assert!(last.take_buf().unwrap().iter().all(|&b| b == 199));

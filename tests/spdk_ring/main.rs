@@ -933,6 +933,10 @@ mod ordering_and_cancel {
         users.sort_unstable();
         assert_eq!(users, [1, 2, 3, 4]);
         assert!(done.iter().all(|c| c.is_ok()));
+        // The core is empty again: the next plain read takes the lane.
+        let read = opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), 7).build();
+        assert_eq!(r.run(read.user_data(6)).result(), Ok(512));
+        assert_eq!(r.ring.lane_ios(), 3);
     }
 
     #[test]

@@ -360,12 +360,19 @@ impl<Op> RingQueue<Op> {
     #[inline]
     pub fn set_outside_pending(&mut self, n: u32) {
         if n != self.outside_pending {
-            if n < self.outside_pending {
+            if n < self.outside_pending && self.waiting.head != NIL {
                 // Fewer outside entries may let a DRAIN or a waiting entry start.
                 self.dirty = true;
             }
             self.outside_pending = n;
         }
+    }
+
+    /// Whether `submit` or `advance` has anything to do: entries in the SQ, something that may
+    /// let a waiting entry start, or an armed timer. Lets a caller skip both when idle.
+    #[inline]
+    pub fn has_work(&self) -> bool {
+        !self.sq.is_empty() || self.dirty || self.deadlines.min_key().is_some()
     }
 
     /// Completions posted outside the core: they count towards count-based Timeouts.

@@ -446,6 +446,11 @@ pub(crate) struct SpdkDriver {
     blob: Option<blob_io::BlobState>,
     /// The light path for plain reads and writes (see [`lane`]).
     pub(crate) lane: lane::Lane,
+    /// A target was unregistered or removed and still holds SPDK resources:
+    /// `release_idle_targets` has work until it has released them.
+    pub(crate) review_targets: bool,
+    /// `bdev::removal_events()` when targets were last reviewed.
+    removals_seen: u64,
 }
 
 unsafe extern "C" fn io_done(bdev_io: *mut sys::spdk_bdev_io, success: bool, ctx: *mut c_void) {
@@ -591,6 +596,8 @@ impl SpdkDriver {
             inbox,
             blob: None,
             lane: lane::Lane::new(lane_slots, sq_entries),
+            review_targets: false,
+            removals_seen: 0,
         }
     }
 
@@ -775,24 +782,40 @@ impl SpdkDriver {
     /// Releases channels of removed or unregistered targets that SPDK no
     /// longer uses, so their descriptors can close.
     pub(crate) fn release_idle_targets(&mut self) {
-        let lane = &self.lane;
-        for (index, t) in self.targets.iter_mut().enumerate() {
+        let removals = crate::bdev::removal_events();
+        if !self.review_targets && removals == self.removals_seen {
+            return;
+        }
+        self.removals_seen = removals;
+        let mut pending = false;
+        for index in 0..self.targets.len() {
+            let running_in_lane = |lane: &lane::Lane| lane.runs_on(index as u32);
+            let t = &mut self.targets[index];
             if t.unregistered && t.in_flight == 0 {
                 // NVMe qpair, or blob channel (and the store reference).
                 t.nvme = None;
                 t.blob = None;
             }
+            pending |= t.unregistered && (t.nvme.is_some() || t.blob.is_some());
             if t.channel.is_none() {
                 continue;
             }
             if !t.removed && t.desc.as_ref().is_some_and(BdevDesc::is_removed) {
                 t.removed = true;
             }
-            if (t.removed || t.unregistered) && t.is_idle() && !lane.runs_on(index as u32) {
+            if !(t.removed || t.unregistered) {
+                continue;
+            }
+            if t.is_idle() && !running_in_lane(&self.lane) {
                 t.channel = None;
                 t.desc = None;
+            } else {
+                pending = true;
             }
+            // The lane fails its new entries as the core does from now on.
+            self.sync_lane_target(index as u32);
         }
+        self.review_targets = pending;
     }
 
     /// True when no target has anything of SPDK's pending.

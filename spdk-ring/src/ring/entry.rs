@@ -354,7 +354,8 @@ pub struct CompletionRef<'a> {
 /// Where the completion sits: the core's CQ, or the lane's.
 enum Source<'a> {
     Core(&'a mut queue::RingQueue<IoOp>),
-    Lane(&'a mut SpdkDriver),
+    /// The driver, and the lane slot at the front of the lane's CQ.
+    Lane(&'a mut SpdkDriver, u32),
 }
 
 impl<'a> CompletionRef<'a> {
@@ -370,16 +371,16 @@ impl<'a> CompletionRef<'a> {
         })
     }
 
+    /// The lane's oldest completion, in slot `index`.
     #[inline]
-    pub(crate) fn lane_front(driver: &'a mut SpdkDriver) -> Option<CompletionRef<'a>> {
-        let index = driver.lane.front()?;
+    pub(crate) fn lane(driver: &'a mut SpdkDriver, index: u32) -> CompletionRef<'a> {
         let (user_data, result) = driver.lane.outcome(index);
-        Some(CompletionRef {
-            source: Source::Lane(driver),
+        CompletionRef {
+            source: Source::Lane(driver, index),
             user_data,
             result,
             flags: CompletionFlags::empty(),
-        })
+        }
     }
 
     #[inline]
@@ -413,7 +414,7 @@ impl<'a> CompletionRef<'a> {
     fn op(&mut self) -> Option<&mut IoOp> {
         match &mut self.source {
             Source::Core(queue) => queue.front_completion()?.op,
-            Source::Lane(_) => None,
+            Source::Lane(..) => None,
         }
     }
 
@@ -422,7 +423,7 @@ impl<'a> CompletionRef<'a> {
     #[inline]
     pub fn take_buf(&mut self) -> Option<DmaBuf> {
         match &mut self.source {
-            Source::Lane(driver) => driver.lane.take_front_buf(),
+            Source::Lane(driver, index) => driver.lane.take_buf(*index),
             Source::Core(_) => self.op()?.take_single_buf(),
         }
     }
@@ -430,8 +431,8 @@ impl<'a> CompletionRef<'a> {
     /// Takes back the buffers of a vectored entry (Readv, Writev); a
     /// single-buffer entry gives a one-element vector.
     pub fn take_bufs(&mut self) -> Vec<DmaBuf> {
-        if let Source::Lane(driver) = &mut self.source {
-            return driver.lane.take_front_buf().into_iter().collect();
+        if let Source::Lane(driver, index) = &mut self.source {
+            return driver.lane.take_buf(*index).into_iter().collect();
         }
         self.op().map(IoOp::take_all_bufs).unwrap_or_default()
     }
@@ -446,9 +447,9 @@ impl<'a> CompletionRef<'a> {
     /// taken yet), popping it.
     pub fn into_owned(mut self) -> Completion {
         let bufs = match &mut self.source {
-            Source::Lane(driver) => driver
+            Source::Lane(driver, index) => driver
                 .lane
-                .take_front_buf()
+                .take_buf(*index)
                 .map(Buffers::one)
                 .unwrap_or_default(),
             Source::Core(_) => self.op().map(IoOp::take_buffers).unwrap_or_default(),
@@ -469,7 +470,7 @@ impl Drop for CompletionRef<'_> {
             Source::Core(queue) => {
                 queue.discard_front();
             }
-            Source::Lane(driver) => driver.lane_pop(),
+            Source::Lane(driver, _) => driver.lane_pop(),
         }
     }
 }

@@ -22,7 +22,9 @@
 //! An ENOMEM from SPDK stops the lane at that entry, in order, until the
 //! target's io-wait callback fires.
 
-use super::{blocks_for, failure_of, raw_abort, IndexRing, IoTypes, SpdkDriver, TargetState};
+use super::{
+    blocks_for, failure_of, raw_abort, IndexRing, IoTypes, SpdkDriver, TargetState, WHOLE_BUFFER,
+};
 use crate::dma::DmaBuf;
 use crate::queue::{IoError, NvmeStatus, ECANCELED};
 use spdk_ring_sys as sys;
@@ -103,6 +105,102 @@ pub(crate) struct Lane {
     blocked_on: Option<u32>,
     /// Lane completions the core has been told about (see `posted`).
     reported: u64,
+    /// Per registered target, by index.
+    targets: Vec<LaneTarget>,
+}
+
+/// What the lane needs of a target, worked out when the target changes
+/// (registration, unregistration, removal) instead of on every I/O.
+#[derive(Clone, Copy)]
+struct LaneTarget {
+    desc: *mut sys::spdk_bdev_desc,
+    ch: *mut sys::spdk_io_channel,
+    num_blocks: u64,
+    block_size: u32,
+    /// log2 of the block size when it is a power of two, else `u32::MAX`.
+    block_shift: u32,
+    /// 0 when reads may start, else the errno they fail with (the core's
+    /// checks, in the core's order).
+    read_errno: i32,
+    write_errno: i32,
+    nvme_backed: bool,
+    /// A bdev target: lane entries may name it.
+    served: bool,
+}
+
+impl LaneTarget {
+    const NOT_SERVED: LaneTarget = LaneTarget {
+        desc: std::ptr::null_mut(),
+        ch: std::ptr::null_mut(),
+        num_blocks: 0,
+        block_size: 1,
+        block_shift: 0,
+        read_errno: libc::EBADF,
+        write_errno: libc::EBADF,
+        nvme_backed: false,
+        served: false,
+    };
+
+    fn of(t: &TargetState) -> LaneTarget {
+        if t.nvme.is_some() || t.blob.is_some() {
+            return LaneTarget::NOT_SERVED;
+        }
+        let (desc, ch) = match (&t.desc, &t.channel) {
+            (Some(desc), Some(channel)) => (desc.as_ptr(), channel.as_ptr()),
+            _ => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
+        let gone = if t.unregistered {
+            libc::EBADF
+        } else if t.removed || ch.is_null() {
+            libc::ENODEV
+        } else {
+            0
+        };
+        let unless_gone = |errno: i32| if gone != 0 { gone } else { errno };
+        LaneTarget {
+            desc,
+            ch,
+            num_blocks: t.num_blocks,
+            block_size: t.block_size.max(1),
+            block_shift: if t.block_size.is_power_of_two() {
+                t.block_size.trailing_zeros()
+            } else {
+                u32::MAX
+            },
+            read_errno: unless_gone(if t.io_types.contains(IoTypes::READ) {
+                0
+            } else {
+                libc::ENOTSUP
+            }),
+            write_errno: unless_gone(if !t.writable {
+                libc::EBADF
+            } else if !t.io_types.contains(IoTypes::WRITE) {
+                libc::ENOTSUP
+            } else {
+                0
+            }),
+            nvme_backed: t.nvme_backed,
+            served: true,
+        }
+    }
+
+    /// [`blocks_for`] with a shift instead of a division for the usual
+    /// power-of-two block sizes.
+    #[inline]
+    fn blocks(&self, buf_len: usize, num_blocks: u32) -> Result<u64, i32> {
+        if self.block_shift == u32::MAX {
+            return blocks_for(buf_len, num_blocks, self.block_size);
+        }
+        let len = buf_len as u64;
+        let shift = self.block_shift;
+        match num_blocks {
+            0 => Err(libc::EINVAL),
+            WHOLE_BUFFER if len & ((1u64 << shift) - 1) != 0 => Err(libc::EINVAL),
+            WHOLE_BUFFER => Ok(len >> shift),
+            n if u64::from(n) << shift > len => Err(libc::EINVAL),
+            n => Ok(u64::from(n)),
+        }
+    }
 }
 
 /// The single-buffer read or write a lane slot is filled with.
@@ -180,6 +278,7 @@ impl Lane {
             next_seq: 0,
             blocked_on: None,
             reported: 0,
+            targets: Vec::new(),
         }
     }
 
@@ -244,6 +343,11 @@ impl Lane {
             .any(|s| s.state.get() == LaneState::InFlight && s.target.get() == target)
     }
 
+    /// Entries that started on the lane so far.
+    pub(crate) fn started_total(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Finished entries not reaped yet.
     pub(crate) fn cq_len(&self) -> usize {
         self.shared.done.len() as usize
@@ -277,11 +381,10 @@ impl Lane {
         (slot.user_data.get(), result)
     }
 
-    /// Moves the buffer out of the finished front slot.
+    /// Moves the buffer out of a finished slot.
     #[inline]
-    pub(crate) fn take_front_buf(&mut self) -> Option<DmaBuf> {
-        let index = self.front()?;
-        self.slots[index as usize].buf.take()
+    pub(crate) fn take_buf(&mut self, index: u32) -> Option<DmaBuf> {
+        self.slots.get(index as usize)?.buf.take()
     }
 
     /// Lane entries that finished at once (bad entries, cancellations).
@@ -342,9 +445,23 @@ impl SpdkDriver {
     /// (NVMe namespaces and blobstores go through the core).
     #[inline]
     pub(crate) fn lane_serves(&self, target: u32) -> bool {
-        self.targets
+        self.lane
+            .targets
             .get(target as usize)
-            .is_some_and(|t| t.nvme.is_none() && t.blob.is_none())
+            .is_some_and(|t| t.served)
+    }
+
+    /// Brings the lane's record of `target` up to date with its state.
+    pub(crate) fn sync_lane_target(&mut self, target: u32) {
+        let Some(t) = self.targets.get(target as usize) else {
+            return;
+        };
+        let record = LaneTarget::of(t);
+        let records = &mut self.lane.targets;
+        if records.len() <= target as usize {
+            records.resize(target as usize + 1, LaneTarget::NOT_SERVED);
+        }
+        records[target as usize] = record;
     }
 
     /// Starts queued lane entries, oldest first, until the lane is empty or
@@ -384,34 +501,40 @@ impl SpdkDriver {
         let lane = &mut self.lane;
         let slot = &lane.slots[index as usize];
         let target = slot.target.get();
-        let Some(t) = self.targets.get_mut(target as usize) else {
+        let Some(t) = lane.targets.get(target as usize) else {
             return Err(LaneStartError::Failed(libc::EBADF));
         };
-        let (desc, ch, bs) = lane_checks(t, slot.write.get())?;
-        let buf_len = slot_buf_len(slot);
-        let n = blocks_for(buf_len, slot.num_blocks.get(), bs).map_err(LaneStartError::Failed)?;
+        let write = slot.write.get();
+        let errno = if write { t.write_errno } else { t.read_errno };
+        if errno != 0 {
+            return Err(LaneStartError::Failed(errno));
+        }
+        let n = t
+            .blocks(slot_buf_len(slot), slot.num_blocks.get())
+            .map_err(LaneStartError::Failed)?;
         let offset = slot.position.get();
         if !offset.checked_add(n).is_some_and(|end| end <= t.num_blocks) {
             return Err(LaneStartError::Failed(libc::EINVAL));
         }
         let ptr = slot_buf_ptr(slot);
         slot.nvme_backed.set(t.nvme_backed);
-        let f = if slot.write.get() {
+        let f = if write {
             sys::spdk_bdev_write_blocks
         } else {
             sys::spdk_bdev_read_blocks
         };
         let ctx = slot as *const LaneSlot as *mut c_void;
         // Recorded before the call: SPDK may complete the I/O inside it.
-        slot.bytes.set(n * u64::from(bs));
+        slot.bytes.set(n * u64::from(t.block_size));
         slot.position.set(lane.next_seq);
         slot.state.set(LaneState::InFlight);
         lane.started += 1;
-        // SAFETY: desc and ch are this target's open descriptor and channel
-        // on this thread; the buffer is owned by the slot until the
-        // completion is reaped, so SPDK's use of it ends first; its length
-        // covers n blocks (checked above); ctx is the slot's stable address.
-        let rc = unsafe { f(desc, ch, ptr, offset, n, Some(lane_io_done), ctx) };
+        // SAFETY: desc and ch are the target's open descriptor and channel
+        // on this thread (its record is refreshed when either goes away);
+        // the buffer is owned by the slot until the completion is reaped, so
+        // SPDK's use of it ends first; its length covers n blocks (checked
+        // above); ctx is the slot's stable address.
+        let rc = unsafe { f(t.desc, t.ch, ptr, offset, n, Some(lane_io_done), ctx) };
         if rc != 0 {
             // Not started: back to how it was queued.
             lane.started -= 1;
@@ -465,31 +588,6 @@ impl SpdkDriver {
 enum LaneStartError {
     NoMem(u32),
     Failed(i32),
-}
-
-/// The entry-independent checks of a start, as the core's path makes them.
-#[inline]
-fn lane_checks(
-    t: &TargetState,
-    write: bool,
-) -> Result<(*mut sys::spdk_bdev_desc, *mut sys::spdk_io_channel, u32), LaneStartError> {
-    if t.unregistered || t.blob.is_some() {
-        return Err(LaneStartError::Failed(libc::EBADF));
-    }
-    if t.removed {
-        return Err(LaneStartError::Failed(libc::ENODEV));
-    }
-    let (Some(desc), Some(channel)) = (&t.desc, &t.channel) else {
-        return Err(LaneStartError::Failed(libc::ENODEV));
-    };
-    if write && !t.writable {
-        return Err(LaneStartError::Failed(libc::EBADF));
-    }
-    let io = if write { IoTypes::WRITE } else { IoTypes::READ };
-    if !t.io_types.contains(io) {
-        return Err(LaneStartError::Failed(libc::ENOTSUP));
-    }
-    Ok((desc.as_ptr(), channel.as_ptr(), t.block_size))
 }
 
 fn slot_buf_len(slot: &LaneSlot) -> usize {

@@ -249,6 +249,7 @@ impl Ring {
         }
         let channel = desc.io_channel()?;
         let index = self.driver.add_target(desc, channel);
+        self.driver.sync_lane_target(index);
         self.inbox.events.borrow_mut().reserve(1);
         Ok(Target {
             ring_id: self.ring_id,
@@ -274,6 +275,7 @@ impl Ring {
             )));
         }
         let index = self.driver.add_nvme_target(ctrlr, nsid, io_queue_size)?;
+        self.driver.sync_lane_target(index);
         self.inbox.events.borrow_mut().reserve(1);
         Ok(Target {
             ring_id: self.ring_id,
@@ -293,6 +295,7 @@ impl Ring {
             )));
         }
         let index = self.driver.add_blob_target(store)?;
+        self.driver.sync_lane_target(index);
         self.inbox.events.borrow_mut().reserve(1);
         Ok(Target {
             ring_id: self.ring_id,
@@ -325,6 +328,7 @@ impl Ring {
     pub fn unregister_bdev(&mut self, target: Target) -> Result<()> {
         let t = self.valid_target_mut(target)?;
         t.unregistered = true;
+        self.driver.review_targets = true;
         self.driver.release_idle_targets();
         Ok(())
     }
@@ -450,8 +454,11 @@ impl Ring {
         let before = self.driver.lane.sq_len();
         self.driver.lane_submit();
         let started = before - self.driver.lane.sq_len();
-        let now = self.clock_for_timers();
         self.sync_lane();
+        if !self.queue.has_work() {
+            return started;
+        }
+        let now = self.clock_for_timers();
         if self.driver.lane.sq_len() == 0 {
             started + self.queue.submit(&mut *self.driver, now)
         } else {
@@ -483,8 +490,10 @@ impl Ring {
         self.driver.poll_blob();
         self.process_events();
         self.sync_lane();
-        let now = self.clock_for_timers();
-        self.queue.advance(&mut *self.driver, now);
+        if self.queue.has_work() {
+            let now = self.clock_for_timers();
+            self.queue.advance(&mut *self.driver, now);
+        }
         self.cq_len()
     }
 
@@ -550,8 +559,8 @@ impl Ring {
     #[inline]
     pub fn reap(&mut self) -> Option<CompletionRef<'_>> {
         // Lane entries are older than the core's: their completions first.
-        if self.driver.lane.front().is_some() {
-            return CompletionRef::lane_front(&mut self.driver);
+        if let Some(index) = self.driver.lane.front() {
+            return Some(CompletionRef::lane(&mut self.driver, index));
         }
         CompletionRef::front(&mut self.queue)
     }
@@ -559,6 +568,12 @@ impl Ring {
     /// Completions that ever had to wait in the overflow backlog.
     pub fn overflowed(&self) -> u64 {
         self.queue.overflowed()
+    }
+
+    /// How many entries took the lane, the light path for plain reads and
+    /// writes pushed while the core holds nothing (see the module docs).
+    pub fn lane_ios(&self) -> u64 {
+        self.driver.lane.started_total()
     }
 
     /// How often SPDK answered a submission with ENOMEM (out of
