@@ -178,19 +178,19 @@ unsafe extern "C" fn bdev_event(
     let inner = unsafe { &*(ctx as *const DescInner) };
     if event == sys::SPDK_BDEV_EVENT_REMOVE {
         inner.removed.set(true);
-        REMOVALS.with(|n| n.set(n.get() + 1));
+        REMOVALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
-thread_local! {
-    /// Removal events delivered on this thread so far.
-    static REMOVALS: Cell<u64> = const { Cell::new(0) };
-}
+/// Removal events delivered so far, on any thread.
+static REMOVALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// How many bdev removals this thread was told of: rings compare it with
-/// what they saw last instead of asking every descriptor on every poll.
+/// How many bdev removals SPDK reported: rings compare it with what they
+/// saw last instead of asking every descriptor on every poll. (A removal
+/// on another thread makes a ring look once for nothing; that is rare.)
+#[inline]
 pub(crate) fn removal_events() -> u64 {
-    REMOVALS.with(Cell::get)
+    REMOVALS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// An open bdev. Close it by dropping it, on the thread that opened it

@@ -939,6 +939,35 @@ mod ordering_and_cancel {
         assert_eq!(r.ring.lane_ios(), 3);
     }
 
+    /// A count Timeout counts completions of entries on the lane too.
+    #[test]
+    fn count_timeouts_count_lane_completions() {
+        let mut r = rig("Null0", OpenMode::ReadOnly, 8);
+        let t = r.target;
+        for i in 0..2 {
+            let read = opcode::Read::new(t, DmaBuf::alloc(4096, 0).unwrap(), i).build();
+            r.ring.push(read.user_data(i)).unwrap();
+        }
+        r.ring
+            .push(
+                opcode::Timeout::new(Duration::from_secs(60))
+                    .count(2)
+                    .build()
+                    .user_data(9),
+            )
+            .unwrap();
+        let start = Instant::now();
+        let mut all = r.wait_all(3);
+        assert_eq!(r.ring.lane_ios(), 2);
+        let timeout = all.pop().unwrap();
+        assert_eq!((timeout.user_data(), timeout.result()), (9, Ok(0)));
+        assert!(all.iter().all(|c| c.result() == Ok(4096)));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "by count, not by time"
+        );
+    }
+
     #[test]
     fn cancel_requests_an_abort_and_the_io_keeps_its_real_result() {
         // Malloc supports abort, so the error bdev over it advertises it; the

@@ -302,7 +302,16 @@ impl SpdkDriver {
 
     /// Re-issues calls that hit ENOMEM asynchronously, in order, and
     /// unblocks blob targets whose memory may be back.
+    /// Retries blob calls that ran out of channel operations, if any.
+    #[inline]
     pub(crate) fn poll_blob(&mut self) {
+        if self.blob.is_some() {
+            self.retry_blob_calls();
+        }
+    }
+
+    #[inline(never)]
+    fn retry_blob_calls(&mut self) {
         let Some(state) = &self.blob else { return };
         loop {
             let Some(&i) = state.retry.borrow().front() else {

@@ -724,10 +724,16 @@ impl SpdkDriver {
 
     /// Processes completions on every NVMe qpair, and the admin queue (with
     /// keep-alive) of their controllers at most every `ADMIN_POLL_TICKS`.
+    /// Processes the NVMe qpairs (and admin queues when due), if any.
+    #[inline]
     pub(crate) fn poll_nvme(&mut self) {
-        if self.nvme_targets == 0 {
-            return;
+        if self.nvme_targets != 0 {
+            self.poll_nvme_queues();
         }
+    }
+
+    #[inline(never)]
+    fn poll_nvme_queues(&mut self) {
         // SAFETY: the inbox outlives the driver's use of it.
         let inbox = unsafe { &*self.inbox };
         let mut admin_due = None;
@@ -781,12 +787,17 @@ impl SpdkDriver {
 
     /// Releases channels of removed or unregistered targets that SPDK no
     /// longer uses, so their descriptors can close.
+    #[inline]
     pub(crate) fn release_idle_targets(&mut self) {
         let removals = crate::bdev::removal_events();
-        if !self.review_targets && removals == self.removals_seen {
-            return;
+        if self.review_targets || removals != self.removals_seen {
+            self.removals_seen = removals;
+            self.review_and_release_targets();
         }
-        self.removals_seen = removals;
+    }
+
+    #[inline(never)]
+    fn review_and_release_targets(&mut self) {
         let mut pending = false;
         for index in 0..self.targets.len() {
             let running_in_lane = |lane: &lane::Lane| lane.runs_on(index as u32);

@@ -641,6 +641,16 @@ impl Ring {
             let (token, result) = (ctx.token.get(), ctx.result());
             self.queue.complete(token, result);
         }
+        if !self.inbox.events.borrow().is_empty() {
+            self.drain_events();
+        }
+        self.driver.release_idle_targets();
+        self.inbox.callback_panicked.replace(false)
+    }
+
+    /// The rarer events: unblocks, admin completions, overflowed I/O ones.
+    #[inline(never)]
+    fn drain_events(&mut self) {
         loop {
             let event = self.inbox.events.borrow_mut().pop_front();
             let Some(event) = event else { break };
@@ -659,8 +669,6 @@ impl Ring {
                 }
             }
         }
-        self.driver.release_idle_targets();
-        self.inbox.callback_panicked.replace(false)
     }
 }
 
