@@ -91,6 +91,8 @@ impl LaneShared {
     }
 }
 
+/// The lane of one ring: its slots (one per in-flight entry the ring
+/// allows), the free ones, and the queue of those waiting to start.
 pub(crate) struct Lane {
     slots: Box<[LaneSlot]>,
     shared: Box<LaneShared>,
