@@ -1157,7 +1157,16 @@ mod soak {
         let null = BdevDesc::open("Null0", OpenMode::ReadOnly).unwrap();
         let ro = r.ring.register_bdev(&null).unwrap();
         let rw = r.target;
-        for seed in [1u64, 7, 42] {
+        // Full SQs keep the core busy; small bursts let it empty, so plain
+        // reads and writes take the lane and the rest meets them there.
+        for (seed, bursty) in [
+            (1u64, false),
+            (7, false),
+            (42, false),
+            (3, true),
+            (11, true),
+        ] {
+            let lane_before = r.ring.lane_ios();
             let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             let mut next = move |n: u64| {
                 rng ^= rng << 13;
@@ -1176,7 +1185,16 @@ mod soak {
                     "seed {seed}: {} of {total} completed",
                     seen.len()
                 );
-                while pushed < total && r.ring.sq_space() > 0 {
+                // A burst starts once the last one is done: its first plain
+                // reads and writes take the lane, the rest meet them in the core.
+                let burst = match bursty {
+                    false => u64::MAX,
+                    true if r.ring.in_flight() + r.ring.sq_len() > 0 => 0,
+                    true => 1 + next(6),
+                };
+                let mut this_round = 0;
+                while pushed < total && r.ring.sq_space() > 0 && this_round < burst {
+                    this_round += 1;
                     let ud = pushed;
                     // Malloc0 blocks 7000..8000 belong to this test.
                     let lba = 7000 + next(990);
@@ -1250,6 +1268,10 @@ mod soak {
                 );
             }
             assert_eq!(r.ring.in_flight(), 0);
+            if bursty {
+                let on_lane = r.ring.lane_ios() - lane_before;
+                assert!(on_lane > 100, "seed {seed}: {on_lane} entries on the lane");
+            }
         }
     }
 }
