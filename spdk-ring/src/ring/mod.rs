@@ -389,6 +389,8 @@ impl Ring {
         let lane_ok = |flags: crate::queue::EntryFlags, target_ring: u32, target: TargetId| {
             flags.is_empty() && target_ring == self.ring_id && self.driver.lane_serves(target.0)
         };
+        // Two arms rather than an or-pattern plus a separate `write` test:
+        // the or-pattern measured about 2 % slower here.
         let io = match entry.submission {
             Submission {
                 kind:
