@@ -99,10 +99,8 @@ pub(crate) struct Lane {
     free: Vec<u32>,
     /// Pushed, not started, oldest first.
     sq: IndexRing,
-    /// Started and not finished.
+    /// Entries started so far; each start's number orders Cancel's search.
     started: u64,
-    /// Start sequence for Cancel's push order.
-    next_seq: u64,
     /// The target whose ENOMEM stopped the lane, until its io-wait fires.
     blocked_on: Option<u32>,
     /// Lane completions the core has been told about (see `posted`).
@@ -277,7 +275,6 @@ impl Lane {
             shared,
             sq: IndexRing::with_capacity(sq_entries),
             started: 0,
-            next_seq: 0,
             blocked_on: None,
             reported: 0,
             targets: Vec::new(),
@@ -347,7 +344,7 @@ impl Lane {
 
     /// Entries that started on the lane so far.
     pub(crate) fn started_total(&self) -> u64 {
-        self.next_seq
+        self.started
     }
 
     /// Finished entries not reaped yet.
@@ -399,12 +396,10 @@ impl Lane {
     }
 
     /// Finishes every entry still queued with ECANCELED (ring shutdown).
-    pub(crate) fn cancel_queued(&mut self) -> usize {
-        let n = self.sq.len() as usize;
+    pub(crate) fn cancel_queued(&mut self) {
         while let Some(index) = self.sq.pop() {
             self.finish_now(index, ECANCELED);
         }
-        n
     }
 }
 
@@ -528,7 +523,7 @@ impl SpdkDriver {
         let ctx = slot as *const LaneSlot as *mut c_void;
         // Recorded before the call: SPDK may complete the I/O inside it.
         slot.bytes.set(n * u64::from(t.block_size));
-        slot.position.set(lane.next_seq);
+        slot.position.set(lane.started);
         slot.state.set(LaneState::InFlight);
         lane.started += 1;
         // SAFETY: desc and ch are the target's open descriptor and channel
@@ -549,7 +544,6 @@ impl SpdkDriver {
                 LaneStartError::Failed(-rc)
             });
         }
-        lane.next_seq += 1;
         Ok(())
     }
 

@@ -572,8 +572,8 @@ impl Ring {
         self.queue.overflowed()
     }
 
-    /// How many entries took the lane, the light path for plain reads and
-    /// writes pushed while the core holds nothing (see the module docs).
+    /// How many I/Os started from the lane, the light path for plain reads
+    /// and writes pushed while the core holds nothing (see the module docs).
     pub fn lane_ios(&self) -> u64 {
         self.driver.lane.started_total()
     }
