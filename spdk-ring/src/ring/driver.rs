@@ -112,20 +112,6 @@ impl IndexRing {
     }
 
     #[inline]
-    pub(crate) fn len(&self) -> u32 {
-        self.len.get()
-    }
-
-    /// The oldest index, left in place.
-    #[inline]
-    pub(crate) fn front(&self) -> Option<u32> {
-        if self.len.get() == 0 {
-            return None;
-        }
-        self.cells.get(self.head.get() as usize).map(Cell::get)
-    }
-
-    #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
         let len = self.len.get();
         if len == 0 {
@@ -553,7 +539,6 @@ impl SpdkDriver {
         slots: usize,
         inbox: *const Inbox,
         lane_slots: usize,
-        sq_entries: usize,
     ) -> SpdkDriver {
         let slots: Box<[SlotCtx]> = (0..slots)
             .map(|index| SlotCtx {
@@ -595,7 +580,7 @@ impl SpdkDriver {
             iovecs,
             inbox,
             blob: None,
-            lane: lane::Lane::new(lane_slots, sq_entries),
+            lane: lane::Lane::new(lane_slots),
             review_targets: false,
             removals_seen: 0,
         }

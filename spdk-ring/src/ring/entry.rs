@@ -1,6 +1,7 @@
 //! Submission entries and completions as callers see them.
 
 use super::driver::blob_io::BlobOp;
+use super::driver::lane::SlotPtr;
 use super::driver::SpdkDriver;
 use crate::dma::DmaBuf;
 use crate::error::{Errno, NvmeStatus};
@@ -355,7 +356,7 @@ pub struct CompletionRef<'a> {
 enum Source<'a> {
     Core(&'a mut queue::RingQueue<IoOp>),
     /// The driver, and the lane slot at the front of the lane's CQ.
-    Lane(&'a mut SpdkDriver, u32),
+    Lane(&'a mut SpdkDriver, SlotPtr),
 }
 
 impl<'a> CompletionRef<'a> {
@@ -371,12 +372,12 @@ impl<'a> CompletionRef<'a> {
         })
     }
 
-    /// The lane's oldest completion, in slot `index`.
+    /// The lane's oldest completion, in `slot`.
     #[inline]
-    pub(crate) fn lane(driver: &'a mut SpdkDriver, index: u32) -> CompletionRef<'a> {
-        let (user_data, result) = driver.lane.outcome(index);
+    pub(crate) fn lane(driver: &'a mut SpdkDriver, slot: SlotPtr) -> CompletionRef<'a> {
+        let (user_data, result) = driver.lane.outcome(slot);
         CompletionRef {
-            source: Source::Lane(driver, index),
+            source: Source::Lane(driver, slot),
             user_data,
             result,
             flags: CompletionFlags::empty(),
@@ -423,7 +424,7 @@ impl<'a> CompletionRef<'a> {
     #[inline]
     pub fn take_buf(&mut self) -> Option<DmaBuf> {
         match &mut self.source {
-            Source::Lane(driver, index) => driver.lane.take_buf(*index),
+            Source::Lane(driver, slot) => driver.lane.take_buf(*slot),
             Source::Core(_) => self.op()?.take_single_buf(),
         }
     }
@@ -431,8 +432,8 @@ impl<'a> CompletionRef<'a> {
     /// Takes back the buffers of a vectored entry (Readv, Writev); a
     /// single-buffer entry gives a one-element vector.
     pub fn take_bufs(&mut self) -> Vec<DmaBuf> {
-        if let Source::Lane(driver, index) = &mut self.source {
-            return driver.lane.take_buf(*index).into_iter().collect();
+        if let Source::Lane(driver, slot) = &mut self.source {
+            return driver.lane.take_buf(*slot).into_iter().collect();
         }
         self.op().map(IoOp::take_all_bufs).unwrap_or_default()
     }
@@ -447,9 +448,9 @@ impl<'a> CompletionRef<'a> {
     /// taken yet), popping it.
     pub fn into_owned(mut self) -> Completion {
         let bufs = match &mut self.source {
-            Source::Lane(driver, index) => driver
+            Source::Lane(driver, slot) => driver
                 .lane
-                .take_buf(*index)
+                .take_buf(*slot)
                 .map(Buffers::one)
                 .unwrap_or_default(),
             Source::Core(_) => self.op().map(IoOp::take_buffers).unwrap_or_default(),

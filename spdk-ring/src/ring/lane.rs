@@ -4,9 +4,11 @@
 //! The core ([`RingQueue`](crate::queue::RingQueue)) implements LINK, DRAIN,
 //! Cancel, timers and CQ overflow, and every entry it carries pays for that
 //! machinery. An unflagged read or write needs none of it while the core
-//! holds nothing, so such entries take the lane instead: a compact slot
-//! that is also SPDK's callback argument, a FIFO of slot indices to start,
-//! and a FIFO of finished ones that the callback fills directly.
+//! holds nothing, so such entries take the lane instead: a one-cache-line
+//! slot that is also SPDK's callback argument. Slots are linked through
+//! themselves into three lists (free, waiting to start, finished), so
+//! moving an entry along touches only the slot and a list head, and the
+//! callback appends to the finished list directly.
 //!
 //! The ordering rules stay the core's. An entry takes the lane only while
 //! the core is idle (nothing in its SQ, nothing live, no completion
@@ -22,15 +24,14 @@
 //! An ENOMEM from SPDK stops the lane at that entry, in order, until the
 //! target's io-wait callback fires.
 
-use super::{
-    blocks_for, failure_of, raw_abort, IndexRing, IoTypes, SpdkDriver, TargetState, WHOLE_BUFFER,
-};
+use super::{blocks_for, failure_of, raw_abort, IoTypes, SpdkDriver, TargetState, WHOLE_BUFFER};
 use crate::dma::DmaBuf;
 use crate::queue::{IoError, NvmeStatus, ECANCELED};
 use spdk_ring_sys as sys;
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::{null, NonNull};
 
 /// Where a lane slot is in its life.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -48,17 +49,17 @@ enum LaneState {
 #[repr(C, align(64))]
 pub(crate) struct LaneSlot {
     shared: *const LaneShared,
+    /// The next slot of the list this one is in (free, queued or done).
+    next: Cell<*const LaneSlot>,
     buf: Cell<Option<DmaBuf>>,
     user_data: Cell<u64>,
     /// The offset in blocks until the I/O starts; then its start sequence
     /// number (Cancel acts on the oldest match).
     position: Cell<u64>,
-    /// Bytes a success reports.
-    bytes: Cell<u64>,
-    num_blocks: Cell<u32>,
+    /// `num_blocks` as pushed until the I/O starts; then the bytes a
+    /// success reports; `-errno` once it failed (as io_uring's `res`).
+    amount: Cell<i64>,
     target: Cell<u32>,
-    /// 0 while running or after success; the failure's errno otherwise.
-    errno: Cell<i32>,
     write: Cell<bool>,
     /// Failures carry an NVMe status (NVMe-backed bdev).
     nvme_backed: Cell<bool>,
@@ -67,40 +68,99 @@ pub(crate) struct LaneSlot {
 
 const _: () = assert!(std::mem::size_of::<LaneSlot>() == 64);
 
+/// A slot of this lane. Slots live in the lane's boxed table, which never
+/// moves or shrinks while the lane exists, so these pointers stay valid.
+pub(crate) type SlotPtr = NonNull<LaneSlot>;
+
+/// A FIFO of slots linked through their `next` field. It holds only slots
+/// of the lane it belongs to; a slot is in at most one list at a time.
+struct SlotQueue {
+    head: Cell<*const LaneSlot>,
+    tail: Cell<*const LaneSlot>,
+    len: Cell<u32>,
+}
+
+impl SlotQueue {
+    fn new() -> SlotQueue {
+        SlotQueue {
+            head: Cell::new(null()),
+            tail: Cell::new(null()),
+            len: Cell::new(0),
+        }
+    }
+
+    #[inline]
+    fn push_back(&self, slot: &LaneSlot) {
+        slot.next.set(null());
+        let tail = self.tail.get();
+        if tail.is_null() {
+            self.head.set(slot);
+        } else {
+            // SAFETY: tail is a slot of this lane (see `SlotQueue`).
+            unsafe { (*tail).next.set(slot) };
+        }
+        self.tail.set(slot);
+        self.len.set(self.len.get() + 1);
+    }
+
+    #[inline]
+    fn front(&self) -> Option<SlotPtr> {
+        NonNull::new(self.head.get().cast_mut())
+    }
+
+    #[inline]
+    fn pop_front(&self) -> Option<SlotPtr> {
+        let head = self.front()?;
+        // SAFETY: head is a slot of this lane (see `SlotQueue`).
+        let next = unsafe { head.as_ref() }.next.get();
+        self.head.set(next);
+        if next.is_null() {
+            self.tail.set(null());
+        }
+        self.len.set(self.len.get() - 1);
+        Some(head)
+    }
+
+    #[inline]
+    fn len(&self) -> u32 {
+        self.len.get()
+    }
+}
+
 /// What callbacks write besides their slot. Boxed: its address is stable.
 pub(crate) struct LaneShared {
-    /// Indices of finished slots, oldest first.
-    done: IndexRing,
-    /// First slot, to turn a callback argument back into an index.
+    /// Finished slots, oldest first.
+    done: SlotQueue,
+    /// First slot, to turn a slot back into an index (rare paths only).
     base: Cell<*const LaneSlot>,
     /// NVMe status of failures on NVMe-backed bdevs, per slot (rarely
     /// touched, so kept out of the slots).
     nvme: Box<[Cell<Option<NvmeStatus>>]>,
-    /// Lane entries finished so far (for count-based Timeouts).
-    posted: Cell<u64>,
-    /// Of those, the ones SPDK finished (the others never started).
+    /// Lane entries SPDK finished.
     spdk_done: Cell<u64>,
 }
 
 impl LaneShared {
-    #[inline]
-    fn post(&self, index: u32) {
-        self.posted.set(self.posted.get() + 1);
-        // Cannot be full: each slot is in it at most once.
-        let _ = self.done.push(index);
+    /// The index of `slot` in the lane's table.
+    fn index_of(&self, slot: &LaneSlot) -> usize {
+        // SAFETY: both pointers are into the same slot table.
+        unsafe { (slot as *const LaneSlot).offset_from(self.base.get()) as usize }
     }
 }
 
 /// The lane of one ring: its slots (one per in-flight entry the ring
-/// allows), the free ones, and the queue of those waiting to start.
+/// allows) and the lists they move through.
 pub(crate) struct Lane {
     slots: Box<[LaneSlot]>,
     shared: Box<LaneShared>,
-    free: Vec<u32>,
+    /// Free slots, a stack linked through `next`.
+    free: Cell<*const LaneSlot>,
     /// Pushed, not started, oldest first.
-    sq: IndexRing,
+    sq: SlotQueue,
     /// Entries started so far; each start's number orders Cancel's search.
     started: u64,
+    /// Entries finished without reaching SPDK (bad entries, cancellations).
+    finished_early: u64,
     /// The target whose ENOMEM stopped the lane, until its io-wait fires.
     blocked_on: Option<u32>,
     /// Lane completions the core has been told about (see `posted`).
@@ -245,76 +305,95 @@ impl LaneIo {
 }
 
 impl Lane {
-    pub(crate) fn new(slots: usize, sq_entries: usize) -> Lane {
+    pub(crate) fn new(slots: usize) -> Lane {
         let shared = Box::new(LaneShared {
-            done: IndexRing::with_capacity(slots),
-            base: Cell::new(std::ptr::null()),
+            done: SlotQueue::new(),
+            base: Cell::new(null()),
             nvme: (0..slots).map(|_| Cell::new(None)).collect(),
-            posted: Cell::new(0),
             spdk_done: Cell::new(0),
         });
         let slots: Box<[LaneSlot]> = (0..slots)
             .map(|_| LaneSlot {
                 shared: &*shared,
+                next: Cell::new(null()),
                 buf: Cell::new(None),
                 user_data: Cell::new(0),
                 position: Cell::new(0),
-                bytes: Cell::new(0),
-                num_blocks: Cell::new(0),
+                amount: Cell::new(0),
                 target: Cell::new(0),
-                errno: Cell::new(0),
                 write: Cell::new(false),
                 nvme_backed: Cell::new(false),
                 state: Cell::new(LaneState::Free),
             })
             .collect();
         shared.base.set(slots.as_ptr());
-        Lane {
-            free: (0..slots.len() as u32).rev().collect(),
+        let lane = Lane {
             slots,
             shared,
-            sq: IndexRing::with_capacity(sq_entries),
+            free: Cell::new(null()),
+            sq: SlotQueue::new(),
             started: 0,
+            finished_early: 0,
             blocked_on: None,
             reported: 0,
             targets: Vec::new(),
+        };
+        // Lowest index on top, so a lightly loaded lane reuses few lines.
+        for slot in lane.slots.iter().rev() {
+            lane.push_free(slot);
         }
+        lane
     }
 
-    /// Bytes preallocated per lane slot: the slot, its failure status, and
-    /// its cells in the free stack and the two index queues.
+    /// Bytes preallocated per lane slot: the slot and its failure status.
     pub(crate) fn bytes_per_slot() -> usize {
-        std::mem::size_of::<LaneSlot>() + std::mem::size_of::<Option<NvmeStatus>>() + 3 * 4
+        std::mem::size_of::<LaneSlot>() + std::mem::size_of::<Option<NvmeStatus>>()
+    }
+
+    /// The slot behind `slot`.
+    #[inline]
+    fn slot(&self, slot: SlotPtr) -> &LaneSlot {
+        // SAFETY: every SlotPtr the lane hands out or keeps points into its
+        // own table, which lives as long as the lane.
+        unsafe { slot.as_ref() }
+    }
+
+    #[inline]
+    fn push_free(&self, slot: &LaneSlot) {
+        slot.next.set(self.free.get());
+        self.free.set(slot);
+    }
+
+    #[inline]
+    fn pop_free(&self) -> Option<&LaneSlot> {
+        let top = NonNull::new(self.free.get().cast_mut())?;
+        let slot = self.slot(top);
+        self.free.set(slot.next.get());
+        Some(slot)
     }
 
     /// Whether a slot is free for [`Lane::push`].
     #[inline]
     pub(crate) fn has_room(&self) -> bool {
-        !self.free.is_empty()
+        !self.free.get().is_null()
     }
 
     /// Queues `io`; hands it back when no slot is free.
     #[inline]
     pub(crate) fn push(&mut self, io: LaneIo) -> Result<(), LaneIo> {
-        let Some(&index) = self.free.last() else {
+        let Some(slot) = self.pop_free() else {
             return Err(io);
         };
-        let Some(slot) = self.slots.get(index as usize) else {
-            return Err(io);
-        };
-        if !self.sq.push(index) {
-            return Err(io);
-        }
-        self.free.pop();
-        slot.buf.set(Some(io.buf));
+        // SAFETY: a free slot holds no buffer (reaping dropped it), so
+        // overwriting skips a drop that would do nothing.
+        unsafe { slot.buf.as_ptr().write(Some(io.buf)) };
         slot.user_data.set(io.user_data);
         slot.position.set(io.offset_blocks);
-        slot.num_blocks.set(io.num_blocks);
+        slot.amount.set(i64::from(io.num_blocks));
         slot.target.set(io.target);
         slot.write.set(io.write);
-        slot.errno.set(0);
-        slot.bytes.set(0);
         slot.state.set(LaneState::Queued);
+        self.sq.push_back(slot);
         Ok(())
     }
 
@@ -354,7 +433,7 @@ impl Lane {
 
     /// Completions posted since the last call, for the core's count goals.
     pub(crate) fn take_newly_posted(&mut self) -> u64 {
-        let posted = self.shared.posted.get();
+        let posted = self.shared.spdk_done.get() + self.finished_early;
         let new = posted - self.reported;
         self.reported = posted;
         new
@@ -362,43 +441,51 @@ impl Lane {
 
     /// The oldest finished slot, if any.
     #[inline]
-    pub(crate) fn front(&self) -> Option<u32> {
+    pub(crate) fn front(&self) -> Option<SlotPtr> {
         self.shared.done.front()
     }
 
     /// User data and result of a finished slot.
     #[inline]
-    pub(crate) fn outcome(&self, index: u32) -> (u64, Result<u64, IoError>) {
-        let slot = &self.slots[index as usize];
-        let result = match slot.errno.get() {
-            0 => Ok(slot.bytes.get()),
-            errno => Err(IoError {
-                errno,
-                nvme: self.shared.nvme[index as usize].get(),
-            }),
+    pub(crate) fn outcome(&self, slot: SlotPtr) -> (u64, Result<u64, IoError>) {
+        let slot = self.slot(slot);
+        let amount = slot.amount.get();
+        let result = if amount >= 0 {
+            Ok(amount as u64)
+        } else {
+            Err(self.failure(slot, amount))
         };
         (slot.user_data.get(), result)
     }
 
+    #[cold]
+    fn failure(&self, slot: &LaneSlot, amount: i64) -> IoError {
+        IoError {
+            errno: (-amount) as i32,
+            nvme: self.shared.nvme[self.shared.index_of(slot)].get(),
+        }
+    }
+
     /// Moves the buffer out of a finished slot.
     #[inline]
-    pub(crate) fn take_buf(&mut self, index: u32) -> Option<DmaBuf> {
-        self.slots.get(index as usize)?.buf.take()
+    pub(crate) fn take_buf(&mut self, slot: SlotPtr) -> Option<DmaBuf> {
+        self.slot(slot).buf.take()
     }
 
     /// Lane entries that finished at once (bad entries, cancellations).
-    fn finish_now(&self, index: u32, errno: i32) {
-        let slot = &self.slots[index as usize];
-        slot.errno.set(errno);
+    fn finish_now(&mut self, slot: SlotPtr, errno: i32) {
+        self.finished_early += 1;
+        let slot = self.slot(slot);
+        slot.amount.set(-i64::from(errno));
         slot.state.set(LaneState::Done);
-        self.shared.nvme[index as usize].set(None);
-        self.shared.post(index);
+        self.shared.nvme[self.shared.index_of(slot)].set(None);
+        self.shared.done.push_back(slot);
     }
 
     /// Finishes every entry still queued with ECANCELED (ring shutdown).
     pub(crate) fn cancel_queued(&mut self) {
-        while let Some(index) = self.sq.pop() {
-            self.finish_now(index, ECANCELED);
+        while let Some(slot) = self.sq.pop_front() {
+            self.finish_now(slot, ECANCELED);
         }
     }
 }
@@ -409,32 +496,40 @@ unsafe extern "C" fn lane_io_done(
     ctx: *mut c_void,
 ) {
     // SAFETY: ctx is a LaneSlot of a live ring (the ring quiesces before
-    // freeing the lane); the bdev_io is ours to inspect and free once.
+    // freeing the lane).
     let slot = unsafe { &*(ctx as *const LaneSlot) };
     // SAFETY: the shared part lives as long as the slots.
     let shared = unsafe { &*slot.shared };
-    // SAFETY: both pointers are into the same slot table.
-    let index = unsafe { (ctx as *const LaneSlot).offset_from(shared.base.get()) } as u32;
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        if !success {
-            // SAFETY: bdev_io is valid until freed below.
-            let e = unsafe { failure_of(bdev_io, slot.nvme_backed.get()) };
-            slot.errno
-                .set(if e.errno == 0 { libc::EIO } else { e.errno });
-            if let Some(cell) = shared.nvme.get(index as usize) {
-                cell.set(e.nvme);
-            }
-        }
-        slot.state.set(LaneState::Done);
-    }));
-    if outcome.is_err() {
-        // Nothing above panics; if it ever did, the slot still completes.
-        slot.errno.set(libc::EIO);
+    if !success {
+        // SAFETY: bdev_io is valid until freed below.
+        unsafe { record_failure(slot, shared, bdev_io) };
     }
+    slot.state.set(LaneState::Done);
     shared.spdk_done.set(shared.spdk_done.get() + 1);
-    shared.post(index);
+    shared.done.push_back(slot);
     // SAFETY: every completed bdev_io must be freed exactly once.
     unsafe { sys::spdk_bdev_free_io(bdev_io) };
+}
+
+/// Writes a failed I/O's errno (and NVMe status) into its slot.
+///
+/// # Safety
+/// `bdev_io` is the failed I/O, not yet freed.
+#[cold]
+unsafe fn record_failure(slot: &LaneSlot, shared: &LaneShared, bdev_io: *mut sys::spdk_bdev_io) {
+    let recorded = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the caller's contract.
+        let e = unsafe { failure_of(bdev_io, slot.nvme_backed.get()) };
+        let errno = if e.errno == 0 { libc::EIO } else { e.errno };
+        slot.amount.set(-i64::from(errno));
+        if let Some(cell) = shared.nvme.get(shared.index_of(slot)) {
+            cell.set(e.nvme);
+        }
+    }));
+    if recorded.is_err() {
+        // Nothing above panics; if it ever did, the slot still completes.
+        slot.amount.set(-i64::from(libc::EIO));
+    }
 }
 
 impl SpdkDriver {
@@ -467,10 +562,10 @@ impl SpdkDriver {
         if self.lane.blocked_on.is_some() {
             return;
         }
-        while let Some(index) = self.lane.sq.front() {
-            match self.lane_start(index) {
+        while let Some(slot) = self.lane.sq.front() {
+            match self.lane_start(slot) {
                 Ok(()) => {
-                    self.lane.sq.pop();
+                    self.lane.sq.pop_front();
                 }
                 Err(LaneStartError::NoMem(target)) => {
                     self.enomem_retries += 1;
@@ -479,8 +574,8 @@ impl SpdkDriver {
                     return;
                 }
                 Err(LaneStartError::Failed(errno)) => {
-                    self.lane.sq.pop();
-                    self.lane.finish_now(index, errno);
+                    self.lane.sq.pop_front();
+                    self.lane.finish_now(slot, errno);
                 }
             }
         }
@@ -494,9 +589,11 @@ impl SpdkDriver {
     }
 
     #[inline]
-    fn lane_start(&mut self, index: u32) -> Result<(), LaneStartError> {
+    fn lane_start(&mut self, slot: SlotPtr) -> Result<(), LaneStartError> {
         let lane = &mut self.lane;
-        let slot = &lane.slots[index as usize];
+        // SAFETY: a queued slot of this lane (see `Lane::slot`); taken
+        // from the pointer directly so `lane.started` stays writable.
+        let slot = unsafe { slot.as_ref() };
         let target = slot.target.get();
         let Some(t) = lane.targets.get(target as usize) else {
             return Err(LaneStartError::Failed(libc::EBADF));
@@ -506,8 +603,10 @@ impl SpdkDriver {
         if errno != 0 {
             return Err(LaneStartError::Failed(errno));
         }
+        // As pushed: a u32 count.
+        let num_blocks = slot.amount.get() as u32;
         let n = t
-            .blocks(slot_buf_len(slot), slot.num_blocks.get())
+            .blocks(slot_buf_len(slot), num_blocks)
             .map_err(LaneStartError::Failed)?;
         let offset = slot.position.get();
         if !offset.checked_add(n).is_some_and(|end| end <= t.num_blocks) {
@@ -522,7 +621,7 @@ impl SpdkDriver {
         };
         let ctx = slot as *const LaneSlot as *mut c_void;
         // Recorded before the call: SPDK may complete the I/O inside it.
-        slot.bytes.set(n * u64::from(t.block_size));
+        slot.amount.set((n * u64::from(t.block_size)) as i64);
         slot.position.set(lane.started);
         slot.state.set(LaneState::InFlight);
         lane.started += 1;
@@ -535,7 +634,7 @@ impl SpdkDriver {
         if rc != 0 {
             // Not started: back to how it was queued.
             lane.started -= 1;
-            slot.bytes.set(0);
+            slot.amount.set(i64::from(num_blocks));
             slot.position.set(offset);
             slot.state.set(LaneState::Queued);
             return Err(if rc == -libc::ENOMEM {
@@ -551,31 +650,28 @@ impl SpdkDriver {
     /// slot is free again.
     #[inline]
     pub(crate) fn lane_pop(&mut self) {
-        let lane = &mut self.lane;
-        let Some(index) = lane.shared.done.pop() else {
+        let lane = &self.lane;
+        let Some(slot) = lane.shared.done.pop_front() else {
             return;
         };
-        let slot = &lane.slots[index as usize];
+        let slot = lane.slot(slot);
         drop(slot.buf.take());
         slot.state.set(LaneState::Free);
-        lane.free.push(index);
+        lane.push_free(slot);
     }
 
     /// Cancel's lane half: SPDK is asked to abort the oldest running lane
     /// entry with `user_data`. `None` when the lane runs no such entry.
     pub(crate) fn lane_cancel(&mut self, user_data: u64) -> Option<Result<(), ()>> {
         let lane = &self.lane;
-        let running = lane
+        let slot = lane
             .slots
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.state.get() == LaneState::InFlight && s.user_data.get() == user_data)
-            .min_by_key(|(_, s)| s.position.get())
-            .map(|(i, _)| i as u32);
+            .filter(|s| s.state.get() == LaneState::InFlight && s.user_data.get() == user_data)
+            .min_by_key(|s| s.position.get())?;
         // The lane's queue is empty here: the core takes no entry (a
         // Cancel neither) from its SQ while lane entries wait to start.
         debug_assert_eq!(lane.sq.len(), 0);
-        let slot = &lane.slots[running? as usize];
         let t = self.targets.get(slot.target.get() as usize)?;
         Some(raw_abort(t, slot as *const LaneSlot as *mut c_void))
     }

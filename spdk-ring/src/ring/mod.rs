@@ -115,7 +115,7 @@ pub struct EntryFootprint {
     /// One in-flight entry: its slot.
     pub in_flight_slot: usize,
     /// One lane slot (a ring has `max_in_flight` of them, preallocated):
-    /// the slot plus its share of the lane's index queues.
+    /// the slot and its failure status.
     pub lane_slot: usize,
 }
 
@@ -178,13 +178,7 @@ impl RingBuilder {
         let slots = queue.slot_count();
         let inbox = Box::new(Inbox::with_capacity(config.max_in_flight as usize + 8));
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
-        let driver = SpdkDriver::new(
-            ring_id,
-            slots,
-            &*inbox,
-            config.max_in_flight as usize,
-            config.sq_entries as usize,
-        );
+        let driver = SpdkDriver::new(ring_id, slots, &*inbox, config.max_in_flight as usize);
         let ticks_hz = crate::clock::ticks_hz().max(1);
         Ok(Ring {
             queue: ManuallyDrop::new(queue),
@@ -561,8 +555,8 @@ impl Ring {
     #[inline]
     pub fn reap(&mut self) -> Option<CompletionRef<'_>> {
         // Lane entries are older than the core's: their completions first.
-        if let Some(index) = self.driver.lane.front() {
-            return Some(CompletionRef::lane(&mut self.driver, index));
+        if let Some(slot) = self.driver.lane.front() {
+            return Some(CompletionRef::lane(&mut self.driver, slot));
         }
         CompletionRef::front(&mut self.queue)
     }
