@@ -969,6 +969,28 @@ mod ordering_and_cancel {
     }
 
     #[test]
+    fn lane_completions_before_a_count_timeout_do_not_count_for_it() {
+        // The core is idle throughout the first three reads, so it hears of
+        // them only when the Timeout arrives: they must not satisfy it.
+        let mut r = rig("Null0", OpenMode::ReadOnly, 8);
+        let t = r.target;
+        for i in 0..3 {
+            let read = opcode::Read::new(t, DmaBuf::alloc(4096, 0).unwrap(), i).build();
+            r.ring.push(read.user_data(i)).unwrap();
+        }
+        let reads = r.wait_all(3);
+        assert!(reads.iter().all(|c| c.result() == Ok(4096)));
+        assert_eq!(r.ring.lane_ios(), 3);
+        let timeout = opcode::Timeout::new(Duration::from_millis(200))
+            .count(2)
+            .build();
+        r.ring.push(timeout.user_data(9)).unwrap();
+        let done = r.wait_all(1);
+        assert_eq!(done[0].user_data(), 9);
+        assert_eq!(done[0].errno(), Some(Errno::ETIME), "expired by time");
+    }
+
+    #[test]
     fn cancel_requests_an_abort_and_the_io_keeps_its_real_result() {
         // Malloc supports abort, so the error bdev over it advertises it; the
         // held read is not found by the base, so it finishes normally later.

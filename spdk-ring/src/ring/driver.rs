@@ -112,6 +112,11 @@ impl IndexRing {
     }
 
     #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.get() == 0
+    }
+
+    #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
         let len = self.len.get();
         if len == 0 {

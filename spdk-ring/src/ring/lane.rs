@@ -111,6 +111,13 @@ impl SlotQueue {
     #[inline]
     fn pop_front(&self) -> Option<SlotPtr> {
         let head = self.front()?;
+        self.pop_known_front(head);
+        Some(head)
+    }
+
+    /// Unlinks `head`, which the caller read from [`SlotQueue::front`].
+    #[inline]
+    fn pop_known_front(&self, head: SlotPtr) {
         // SAFETY: head is a slot of this lane (see `SlotQueue`).
         let next = unsafe { head.as_ref() }.next.get();
         self.head.set(next);
@@ -118,7 +125,6 @@ impl SlotQueue {
             self.tail.set(null());
         }
         self.len.set(self.len.get() - 1);
-        Some(head)
     }
 
     #[inline]
@@ -650,11 +656,18 @@ impl SpdkDriver {
     /// slot is free again.
     #[inline]
     pub(crate) fn lane_pop(&mut self) {
+        if let Some(front) = self.lane.front() {
+            self.lane_pop_front(front);
+        }
+    }
+
+    /// [`Self::lane_pop`] when the caller holds the front slot already.
+    #[inline]
+    pub(crate) fn lane_pop_front(&mut self, front: SlotPtr) {
         let lane = &self.lane;
-        let Some(slot) = lane.shared.done.pop_front() else {
-            return;
-        };
-        let slot = lane.slot(slot);
+        debug_assert_eq!(lane.front(), Some(front));
+        lane.shared.done.pop_known_front(front);
+        let slot = lane.slot(front);
         drop(slot.buf.take());
         slot.state.set(LaneState::Free);
         lane.push_free(slot);
