@@ -352,14 +352,18 @@ impl Ring {
     /// error, untouched.
     #[inline]
     pub fn push(&mut self, mut entry: Entry) -> std::result::Result<(), PushError> {
-        if self.queue.sq_len() + self.driver.lane.sq_len() >= self.sq_entries as usize {
-            return Err(PushError { entry });
-        }
+        // An idle core's SQ is empty: the lane's is the whole SQ.
         if self.driver.lane.has_room() && self.queue.is_idle() {
+            if self.driver.lane.sq_len() >= self.sq_entries as usize {
+                return Err(PushError { entry });
+            }
             entry = match self.push_to_lane(entry) {
                 Ok(()) => return Ok(()),
                 Err(entry) => entry,
             };
+        }
+        if self.queue.sq_len() + self.driver.lane.sq_len() >= self.sq_entries as usize {
+            return Err(PushError { entry });
         }
         if let crate::queue::EntryKind::Io { target, op } = &mut entry.submission.kind {
             // An entry built with another ring's handle must not reach this
