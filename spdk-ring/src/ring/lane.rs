@@ -33,16 +33,6 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{null, NonNull};
 
-/// Where a lane slot is in its life.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum LaneState {
-    Free,
-    Queued,
-    InFlight,
-    Done,
-}
-
 /// One lane entry, from `push` until its completion is reaped; SPDK's
 /// callback argument while it runs. One cache line: everything an I/O
 /// touches on this path is here.
@@ -63,7 +53,9 @@ pub(crate) struct LaneSlot {
     write: Cell<bool>,
     /// Failures carry an NVMe status (NVMe-backed bdev).
     nvme_backed: Cell<bool>,
-    state: Cell<LaneState>,
+    /// SPDK holds the I/O: set when it starts, cleared by its callback
+    /// (what Cancel and a target's release look for).
+    in_flight: Cell<bool>,
 }
 
 const _: () = assert!(std::mem::size_of::<LaneSlot>() == 64);
@@ -157,8 +149,12 @@ impl LaneShared {
 /// The lane of one ring: its slots (one per in-flight entry the ring
 /// allows) and the lists they move through.
 pub(crate) struct Lane {
-    slots: Box<[LaneSlot]>,
-    shared: Box<LaneShared>,
+    /// The slot table and the callbacks' shared part, owned by the lane
+    /// and freed in its `Drop`. Raw pointers, not `Box`es: the lists, the
+    /// slots and SPDK hold pointers into both, which moving a `Box` (a
+    /// unique pointer) would invalidate under Rust's aliasing rules.
+    slots: NonNull<[LaneSlot]>,
+    shared: NonNull<LaneShared>,
     /// Free slots, a stack linked through `next`.
     free: Cell<*const LaneSlot>,
     /// Pushed, not started, oldest first.
@@ -314,15 +310,15 @@ impl LaneIo {
 
 impl Lane {
     pub(crate) fn new(slots: usize) -> Lane {
-        let shared = Box::new(LaneShared {
+        let shared = NonNull::from(Box::leak(Box::new(LaneShared {
             done: SlotQueue::new(),
             base: Cell::new(null()),
             nvme: (0..slots).map(|_| Cell::new(None)).collect(),
             spdk_done: Cell::new(0),
-        });
+        })));
         let slots: Box<[LaneSlot]> = (0..slots)
             .map(|_| LaneSlot {
-                shared: &*shared,
+                shared: shared.as_ptr(),
                 next: Cell::new(null()),
                 buf: Cell::new(None),
                 user_data: Cell::new(0),
@@ -331,10 +327,10 @@ impl Lane {
                 target: Cell::new(0),
                 write: Cell::new(false),
                 nvme_backed: Cell::new(false),
-                state: Cell::new(LaneState::Free),
+                in_flight: Cell::new(false),
             })
             .collect();
-        shared.base.set(slots.as_ptr());
+        let slots = NonNull::from(Box::leak(slots));
         let lane = Lane {
             slots,
             shared,
@@ -346,11 +342,25 @@ impl Lane {
             reported: 0,
             targets: Vec::new(),
         };
+        lane.shared().base.set(lane.slots().as_ptr());
         // Lowest index on top, so a lightly loaded lane reuses few lines.
-        for slot in lane.slots.iter().rev() {
+        for slot in lane.slots().iter().rev() {
             lane.push_free(slot);
         }
         lane
+    }
+
+    #[inline]
+    fn slots(&self) -> &[LaneSlot] {
+        // SAFETY: allocated in `new`, freed only in `drop`; only shared
+        // references are ever made (every field is a `Cell`).
+        unsafe { self.slots.as_ref() }
+    }
+
+    #[inline]
+    fn shared(&self) -> &LaneShared {
+        // SAFETY: as for `slots`.
+        unsafe { self.shared.as_ref() }
     }
 
     /// Bytes preallocated per lane slot: the slot and its failure status.
@@ -400,7 +410,6 @@ impl Lane {
         slot.amount.set(i64::from(io.num_blocks));
         slot.target.set(io.target);
         slot.write.set(io.write);
-        slot.state.set(LaneState::Queued);
         self.sq.push_back(slot);
         Ok(())
     }
@@ -412,7 +421,7 @@ impl Lane {
 
     /// Entries started and not finished.
     pub(crate) fn running(&self) -> u64 {
-        self.started - self.shared.spdk_done.get()
+        self.started - self.shared().spdk_done.get()
     }
 
     /// Lane entries the core must wait for before a DRAIN: queued or running.
@@ -424,9 +433,9 @@ impl Lane {
     /// target's channel). A scan: only asked for removed or unregistered
     /// targets, so the I/O path keeps no per-target count.
     pub(crate) fn runs_on(&self, target: u32) -> bool {
-        self.slots
+        self.slots()
             .iter()
-            .any(|s| s.state.get() == LaneState::InFlight && s.target.get() == target)
+            .any(|s| s.in_flight.get() && s.target.get() == target)
     }
 
     /// Entries that started on the lane so far.
@@ -436,12 +445,12 @@ impl Lane {
 
     /// Finished entries not reaped yet.
     pub(crate) fn cq_len(&self) -> usize {
-        self.shared.done.len() as usize
+        self.shared().done.len() as usize
     }
 
     /// Completions posted since the last call, for the core's count goals.
     pub(crate) fn take_newly_posted(&mut self) -> u64 {
-        let posted = self.shared.spdk_done.get() + self.finished_early;
+        let posted = self.shared().spdk_done.get() + self.finished_early;
         let new = posted - self.reported;
         self.reported = posted;
         new
@@ -450,7 +459,7 @@ impl Lane {
     /// The oldest finished slot, if any.
     #[inline]
     pub(crate) fn front(&self) -> Option<SlotPtr> {
-        self.shared.done.front()
+        self.shared().done.front()
     }
 
     /// User data and result of a finished slot.
@@ -470,7 +479,7 @@ impl Lane {
     fn failure(&self, slot: &LaneSlot, amount: i64) -> IoError {
         IoError {
             errno: (-amount) as i32,
-            nvme: self.shared.nvme[self.shared.index_of(slot)].get(),
+            nvme: self.shared().nvme[self.shared().index_of(slot)].get(),
         }
     }
 
@@ -485,15 +494,26 @@ impl Lane {
         self.finished_early += 1;
         let slot = self.slot(slot);
         slot.amount.set(-i64::from(errno));
-        slot.state.set(LaneState::Done);
-        self.shared.nvme[self.shared.index_of(slot)].set(None);
-        self.shared.done.push_back(slot);
+        self.shared().nvme[self.shared().index_of(slot)].set(None);
+        self.shared().done.push_back(slot);
     }
 
     /// Finishes every entry still queued with ECANCELED (ring shutdown).
     pub(crate) fn cancel_queued(&mut self) {
         while let Some(slot) = self.sq.pop_front() {
             self.finish_now(slot, ECANCELED);
+        }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // SAFETY: both were leaked from `Box`es in `new` and are freed once,
+        // here. The ring drops its lane only once SPDK has returned every
+        // I/O, so no callback can reach a slot afterwards.
+        unsafe {
+            drop(Box::from_raw(self.slots.as_ptr()));
+            drop(Box::from_raw(self.shared.as_ptr()));
         }
     }
 }
@@ -512,7 +532,7 @@ unsafe extern "C" fn lane_io_done(
         // SAFETY: bdev_io is valid until freed below.
         unsafe { record_failure(slot, shared, bdev_io) };
     }
-    slot.state.set(LaneState::Done);
+    slot.in_flight.set(false);
     shared.spdk_done.set(shared.spdk_done.get() + 1);
     shared.done.push_back(slot);
     // SAFETY: every completed bdev_io must be freed exactly once.
@@ -631,7 +651,7 @@ impl SpdkDriver {
         // Recorded before the call: SPDK may complete the I/O inside it.
         slot.amount.set((n * u64::from(t.block_size)) as i64);
         slot.position.set(lane.started);
-        slot.state.set(LaneState::InFlight);
+        slot.in_flight.set(true);
         lane.started += 1;
         // SAFETY: desc and ch are the target's open descriptor and channel
         // on this thread (its record is refreshed when either goes away);
@@ -644,7 +664,7 @@ impl SpdkDriver {
             lane.started -= 1;
             slot.amount.set(i64::from(num_blocks));
             slot.position.set(offset);
-            slot.state.set(LaneState::Queued);
+            slot.in_flight.set(false);
             return Err(if rc == -libc::ENOMEM {
                 LaneStartError::NoMem(target)
             } else {
@@ -668,10 +688,9 @@ impl SpdkDriver {
     pub(crate) fn lane_pop_front(&mut self, front: SlotPtr) {
         let lane = &self.lane;
         debug_assert_eq!(lane.front(), Some(front));
-        lane.shared.done.pop_known_front(front);
+        lane.shared().done.pop_known_front(front);
         let slot = lane.slot(front);
         drop(slot.buf.take());
-        slot.state.set(LaneState::Free);
         lane.push_free(slot);
     }
 
@@ -680,9 +699,9 @@ impl SpdkDriver {
     pub(crate) fn lane_cancel(&mut self, user_data: u64) -> Option<Result<(), ()>> {
         let lane = &self.lane;
         let slot = lane
-            .slots
+            .slots()
             .iter()
-            .filter(|s| s.state.get() == LaneState::InFlight && s.user_data.get() == user_data)
+            .filter(|s| s.in_flight.get() && s.user_data.get() == user_data)
             .min_by_key(|s| s.position.get())?;
         // The lane's queue is empty here: the core takes no entry (a
         // Cancel neither) from its SQ while lane entries wait to start.
@@ -709,5 +728,65 @@ fn slot_buf_ptr(slot: &LaneSlot) -> *mut c_void {
         (*slot.buf.as_ptr())
             .as_mut()
             .map_or(std::ptr::null_mut(), |b| b.as_mut_ptr().cast())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(queue: &SlotQueue, lane: &Lane) -> Vec<usize> {
+        let mut out = Vec::new();
+        while let Some(slot) = queue.pop_front() {
+            out.push(lane.shared().index_of(lane.slot(slot)));
+        }
+        out
+    }
+
+    #[test]
+    fn the_free_stack_hands_out_every_slot_once_lowest_first() {
+        let lane = Lane::new(4);
+        let taken: Vec<usize> = std::iter::from_fn(|| lane.pop_free())
+            .map(|s| lane.shared().index_of(s))
+            .collect();
+        assert_eq!(taken, [0, 1, 2, 3]);
+        assert!(!lane.has_room());
+        lane.push_free(&lane.slots()[2]);
+        assert!(lane.has_room());
+        assert_eq!(lane.pop_free().map(|s| lane.shared().index_of(s)), Some(2));
+    }
+
+    #[test]
+    fn slot_queues_are_fifo_through_empty_and_refill() {
+        let lane = Lane::new(4);
+        let q = SlotQueue::new();
+        assert_eq!(q.front(), None);
+        for i in [3, 0, 2] {
+            q.push_back(&lane.slots()[i]);
+        }
+        assert_eq!(q.len(), 3);
+        let front = q.front().unwrap();
+        q.pop_known_front(front);
+        assert_eq!(lane.shared().index_of(lane.slot(front)), 3);
+        assert_eq!(order(&q, &lane), [0, 2]);
+        assert_eq!((q.len(), q.front()), (0, None));
+        // Emptied, the tail must not still point at the last slot.
+        q.push_back(&lane.slots()[1]);
+        q.push_back(&lane.slots()[3]);
+        assert_eq!(order(&q, &lane), [1, 3]);
+    }
+
+    #[test]
+    fn a_slot_reports_bytes_or_its_errno() {
+        let mut lane = Lane::new(2);
+        let slot = NonNull::from(&lane.slots()[1]);
+        lane.slots()[1].user_data.set(7);
+        lane.slots()[1].amount.set(4096);
+        assert_eq!(lane.outcome(slot), (7, Ok(4096)));
+        lane.finish_now(slot, libc::EINVAL);
+        let (_, result) = lane.outcome(slot);
+        assert_eq!(result.unwrap_err().errno, libc::EINVAL);
+        assert_eq!(lane.front(), Some(slot));
+        assert_eq!(lane.take_newly_posted(), 1);
     }
 }
