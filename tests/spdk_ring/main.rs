@@ -969,6 +969,36 @@ mod ordering_and_cancel {
     }
 
     #[test]
+    fn plain_reads_take_the_lane_again_once_core_completions_are_taken() {
+        let mut r = rig("Null0", OpenMode::ReadOnly, 8);
+        let t = r.target;
+        // Both ways of taking completions: owned (`completions`) and in
+        // place (`reap`). Each leaves the core idle, and the very next
+        // plain read, pushed before any poll, must take the lane.
+        for in_place in [false, true] {
+            r.ring
+                .push(opcode::Nop::new().build().user_data(1))
+                .unwrap();
+            r.ring.submit_and_wait(1, WAIT).unwrap();
+            if in_place {
+                loop {
+                    let Some(done) = r.ring.reap() else { break };
+                    assert_eq!((done.user_data(), done.result()), (1, Ok(0)));
+                }
+            } else {
+                let nops: Vec<_> = r.ring.completions().collect();
+                assert_eq!(nops.len(), 1);
+            }
+            let before = r.ring.lane_ios();
+            let read = opcode::Read::new(t, DmaBuf::alloc(4096, 0).unwrap(), 5).build();
+            r.ring.push(read.user_data(2)).unwrap();
+            let done = r.wait_all(1);
+            assert_eq!((done[0].user_data(), done[0].result()), (2, Ok(4096)));
+            assert_eq!(r.ring.lane_ios(), before + 1, "in_place: {in_place}");
+        }
+    }
+
+    #[test]
     fn lane_completions_before_a_count_timeout_do_not_count_for_it() {
         // The core is idle throughout the first three reads, so it hears of
         // them only when the Timeout arrives: they must not satisfy it.

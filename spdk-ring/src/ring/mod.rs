@@ -188,6 +188,7 @@ impl RingBuilder {
             ring_id,
             ticks_hz,
             sq_entries: config.sq_entries,
+            core_idle: true,
         })
     }
 }
@@ -207,6 +208,11 @@ pub struct Ring {
     ticks_hz: u64,
     /// SQ capacity, shared by the core's SQ and the lane's.
     sq_entries: u32,
+    /// True only while the core is idle (`RingQueue::is_idle`), so that
+    /// `push` can pick the lane with one load: cleared by every push into
+    /// the core (the only way to make it busy), set again where the ring
+    /// looks anyway (after a poll, a submit, or a drained CQ).
+    core_idle: bool,
 }
 
 impl Ring {
@@ -353,7 +359,8 @@ impl Ring {
     #[inline]
     pub fn push(&mut self, mut entry: Entry) -> std::result::Result<(), PushError> {
         // An idle core's SQ is empty: the lane's is the whole SQ.
-        if self.driver.lane.has_room() && self.queue.is_idle() {
+        debug_assert!(!self.core_idle || self.queue.is_idle());
+        if self.driver.lane.has_room() && self.core_idle {
             if self.driver.lane.sq_len() >= self.sq_entries as usize {
                 return Err(PushError { entry });
             }
@@ -372,6 +379,7 @@ impl Ring {
                 *target = FOREIGN_TARGET;
             }
         }
+        self.core_idle = false;
         self.queue.push(entry.submission).map_err(|e| PushError {
             entry: Entry::from_submission(e.into_submission()),
         })
@@ -474,7 +482,8 @@ impl Ring {
     /// (completions reported then predate every entry it starts).
     #[inline]
     fn sync_lane(&mut self) {
-        if !self.queue.is_idle() {
+        self.core_idle = self.queue.is_idle();
+        if !self.core_idle {
             self.sync_lane_now();
         }
     }
@@ -536,9 +545,15 @@ impl Ring {
         if self.driver.lane.front().is_some() {
             return self.reap().map(CompletionRef::into_owned);
         }
-        self.queue
+        let completion = self
+            .queue
             .pop_completion_map(entry::IoOp::take_buffers)
-            .map(Completion::from_queue)
+            .map(Completion::from_queue);
+        if completion.is_none() {
+            // The end of a drain: it may have left the core idle.
+            self.core_idle = self.queue.is_idle();
+        }
+        completion
     }
 
     /// Takes the oldest completion in place: the returned handle reads it
@@ -571,6 +586,11 @@ impl Ring {
         // Lane entries are older than the core's: their completions first.
         if let Some(slot) = self.driver.lane.front() {
             return Some(CompletionRef::lane(&mut self.driver, slot));
+        }
+        if self.queue.cq_len() == 0 {
+            // The end of a reap loop: reaping may have left the core idle.
+            self.core_idle = self.queue.is_idle();
+            return None;
         }
         CompletionRef::front(&mut self.queue)
     }
