@@ -493,6 +493,28 @@ impl Lane {
         self.slot(slot).buf.take()
     }
 
+    /// Why `slot` may not start, in the core's order of checks.
+    #[cold]
+    #[inline(never)]
+    fn start_errno(&self, slot: &LaneSlot) -> i32 {
+        let Some(t) = self.targets.get(slot.target.get() as usize) else {
+            return libc::EBADF;
+        };
+        let errno = if slot.write.get() {
+            t.write_errno
+        } else {
+            t.read_errno
+        };
+        if errno != 0 {
+            return errno;
+        }
+        match t.blocks(slot_buf_len(slot), slot.amount.get() as u32) {
+            Err(errno) => errno,
+            // Past the end of the bdev.
+            Ok(_) => libc::EINVAL,
+        }
+    }
+
     /// Lane entries that finished at once (bad entries, cancellations).
     fn finish_now(&mut self, slot: SlotPtr, errno: i32) {
         self.finished_early += 1;
@@ -530,12 +552,23 @@ unsafe extern "C" fn lane_io_done(
     // SAFETY: ctx is a LaneSlot of a live ring (the ring quiesces before
     // freeing the lane).
     let slot = unsafe { &*(ctx as *const LaneSlot) };
+    if !success {
+        // SAFETY: as here; bdev_io is the failed I/O, not freed yet.
+        return unsafe { lane_io_failed(bdev_io, slot) };
+    }
+    // SAFETY: bdev_io finished and is not freed yet.
+    unsafe { lane_io_finished(bdev_io, slot) }
+}
+
+/// Posts `slot` as done and frees its `bdev_io`.
+///
+/// # Safety
+/// `slot` is a lane slot of a live ring whose I/O just finished as
+/// `bdev_io`, which is not freed yet.
+#[inline(always)]
+unsafe fn lane_io_finished(bdev_io: *mut sys::spdk_bdev_io, slot: &LaneSlot) {
     // SAFETY: the shared part lives as long as the slots.
     let shared = unsafe { &*slot.shared };
-    if !success {
-        // SAFETY: bdev_io is valid until freed below.
-        unsafe { record_failure(slot, shared, bdev_io) };
-    }
     slot.in_flight.set(false);
     shared.spdk_done.set(shared.spdk_done.get() + 1);
     shared.done.push_back(slot);
@@ -543,14 +576,18 @@ unsafe extern "C" fn lane_io_done(
     unsafe { sys::spdk_bdev_free_io(bdev_io) };
 }
 
-/// Writes a failed I/O's errno (and NVMe status) into its slot.
+/// [`lane_io_done`] for a failure: the errno (and NVMe status) go into the
+/// slot first. Out of line, so the success path saves no registers.
 ///
 /// # Safety
-/// `bdev_io` is the failed I/O, not yet freed.
+/// As for [`lane_io_finished`].
 #[cold]
-unsafe fn record_failure(slot: &LaneSlot, shared: &LaneShared, bdev_io: *mut sys::spdk_bdev_io) {
+#[inline(never)]
+unsafe fn lane_io_failed(bdev_io: *mut sys::spdk_bdev_io, slot: &LaneSlot) {
+    // SAFETY: the shared part lives as long as the slots.
+    let shared = unsafe { &*slot.shared };
     let recorded = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: the caller's contract.
+        // SAFETY: the caller's contract: bdev_io is not freed yet.
         let e = unsafe { failure_of(bdev_io, slot.nvme_backed.get()) };
         let errno = if e.errno == 0 { libc::EIO } else { e.errno };
         slot.amount.set(-i64::from(errno));
@@ -562,6 +599,8 @@ unsafe fn record_failure(slot: &LaneSlot, shared: &LaneShared, bdev_io: *mut sys
         // Nothing above panics; if it ever did, the slot still completes.
         slot.amount.set(-i64::from(libc::EIO));
     }
+    // SAFETY: the caller's contract.
+    unsafe { lane_io_finished(bdev_io, slot) }
 }
 
 impl SpdkDriver {
@@ -627,23 +666,21 @@ impl SpdkDriver {
         // from the pointer directly so `lane.started` stays writable.
         let slot = unsafe { slot.as_ref() };
         let target = slot.target.get();
-        let Some(t) = lane.targets.get(target as usize) else {
-            return Err(LaneStartError::Failed(libc::EBADF));
-        };
         let write = slot.write.get();
-        let errno = if write { t.write_errno } else { t.read_errno };
-        if errno != 0 {
-            return Err(LaneStartError::Failed(errno));
-        }
         // As pushed: a u32 count.
         let num_blocks = slot.amount.get() as u32;
-        let n = t
-            .blocks(slot_buf_len(slot), num_blocks)
-            .map_err(LaneStartError::Failed)?;
         let offset = slot.position.get();
-        if !offset.checked_add(n).is_some_and(|end| end <= t.num_blocks) {
-            return Err(LaneStartError::Failed(libc::EINVAL));
-        }
+        // Every check in one hot test; which one failed, and so the errno,
+        // is worked out again off the hot path.
+        let checked = lane.targets.get(target as usize).and_then(|t| {
+            let errno = if write { t.write_errno } else { t.read_errno };
+            let n = t.blocks(slot_buf_len(slot), num_blocks).ok()?;
+            let in_range = offset.checked_add(n).is_some_and(|end| end <= t.num_blocks);
+            (errno == 0 && in_range).then_some((t, n))
+        });
+        let Some((t, n)) = checked else {
+            return Err(LaneStartError::Failed(lane.start_errno(slot)));
+        };
         let ptr = slot_buf_ptr(slot);
         slot.nvme_backed.set(t.nvme_backed);
         let f = if write {
