@@ -635,9 +635,8 @@ impl SpdkDriver {
         }
         while let Some(slot) = self.lane.sq.front() {
             match self.lane_start(slot) {
-                Ok(()) => {
-                    self.lane.sq.pop_front();
-                }
+                // Still the front: only `push` adds to this queue.
+                Ok(()) => self.lane.sq.pop_known_front(slot),
                 Err(LaneStartError::NoMem(target)) => {
                     self.enomem_retries += 1;
                     self.lane.blocked_on = Some(target);
@@ -645,7 +644,7 @@ impl SpdkDriver {
                     return;
                 }
                 Err(LaneStartError::Failed(errno)) => {
-                    self.lane.sq.pop_front();
+                    self.lane.sq.pop_known_front(slot);
                     self.lane.finish_now(slot, errno);
                 }
             }
