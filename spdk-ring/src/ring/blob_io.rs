@@ -13,6 +13,7 @@
 use super::{failed, Event, SlotCtx, SpdkDriver, MAX_IOVECS};
 use crate::blob::{Blob, BlobId, PreparedBlobOpts, StoreInner};
 use crate::dma::DmaBuf;
+use crate::pinned::Pinned;
 use crate::queue::{IoError, StartOutcome, Token};
 use crate::ring::entry::Buffers;
 use spdk_ring_sys as sys;
@@ -150,15 +151,15 @@ impl BlobOp {
 /// takes it from the completion; closed if nobody does.
 pub(crate) struct OpenedBlob {
     store: Rc<StoreInner>,
-    /// Boxed so its address stays fixed while the entry moves.
-    blob: Box<Cell<*mut sys::spdk_blob>>,
+    /// At a fixed address while the entry moves (SPDK's callback writes it).
+    blob: Pinned<Cell<*mut sys::spdk_blob>>,
 }
 
 impl OpenedBlob {
     pub(crate) fn new(store: Rc<StoreInner>) -> OpenedBlob {
         OpenedBlob {
             store,
-            blob: Box::new(Cell::new(std::ptr::null_mut())),
+            blob: Pinned::from_value(Cell::new(std::ptr::null_mut())),
         }
     }
 
@@ -238,9 +239,9 @@ pub(crate) struct BlobSlot {
 
 /// The driver's blob state, created with the first blobstore registration.
 pub(crate) struct BlobState {
-    slots: Box<[BlobSlot]>,
+    slots: Pinned<[BlobSlot]>,
     /// Slots whose call hit ENOMEM after the submit returned, oldest first.
-    retry: Box<RefCell<VecDeque<u32>>>,
+    retry: Pinned<RefCell<VecDeque<u32>>>,
 }
 
 impl SpdkDriver {
@@ -254,7 +255,7 @@ impl SpdkDriver {
         let channel = unsafe { sys::spdk_bs_alloc_io_channel(inner.as_ptr()) };
         let channel = NonNull::new(channel).ok_or(crate::Error::Errno(crate::Errno::ENOMEM))?;
         if self.blob.is_none() {
-            let retry = Box::new(RefCell::new(VecDeque::with_capacity(self.slots.len())));
+            let retry = Pinned::from_value(RefCell::new(VecDeque::with_capacity(self.slots.len())));
             let slots = self
                 .slots
                 .iter()
@@ -268,8 +269,11 @@ impl SpdkDriver {
                     opened: Cell::new(std::ptr::null()),
                     retry: &*retry,
                 })
-                .collect();
-            self.blob = Some(BlobState { slots, retry });
+                .collect::<Box<[BlobSlot]>>();
+            self.blob = Some(BlobState {
+                slots: Pinned::new(slots),
+                retry,
+            });
         }
         let io_unit = store.io_unit_size();
         let units = store.total_data_clusters() * store.cluster_size() / io_unit.max(1);

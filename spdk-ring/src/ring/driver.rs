@@ -12,6 +12,7 @@
 use super::entry::{IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
 use crate::bdev::{BdevDesc, IoChannel, IoTypes, OpenMode};
 use crate::nvme::NvmeController;
+use crate::pinned::Pinned;
 use crate::queue::{Driver, IoError, NvmeStatus, StartOutcome, TargetId, Token};
 use spdk_ring_sys as sys;
 use std::cell::{Cell, RefCell, UnsafeCell};
@@ -364,8 +365,8 @@ impl Drop for NvmeQueue {
 }
 
 impl WaitCtx {
-    fn new(inbox: *const Inbox, target: u32) -> Box<WaitCtx> {
-        Box::new(WaitCtx {
+    fn new(inbox: *const Inbox, target: u32) -> Pinned<WaitCtx> {
+        Pinned::from_value(WaitCtx {
             entry: sys::spdk_bdev_io_wait_entry {
                 bdev: std::ptr::null_mut(),
                 cb_fn: None,
@@ -405,7 +406,7 @@ pub(crate) struct TargetState {
     pub(crate) removed: bool,
     pub(crate) unregistered: bool,
     pub(crate) in_flight: u32,
-    wait: Box<WaitCtx>,
+    wait: Pinned<WaitCtx>,
     /// For blobstore targets (no channel, descriptor or bdev).
     pub(crate) blob: Option<blob_io::BlobTarget>,
 }
@@ -430,8 +431,8 @@ pub(crate) struct SpdkDriver {
     /// has nothing to do.
     nvme_targets: u32,
     pub(crate) targets: Vec<TargetState>,
-    pub(crate) slots: Box<[SlotCtx]>,
-    iovecs: Box<[SlotIovecs]>,
+    pub(crate) slots: Pinned<[SlotCtx]>,
+    iovecs: Pinned<[SlotIovecs]>,
     inbox: *const Inbox,
     /// Per-slot state of blob calls, once a blobstore is registered.
     blob: Option<blob_io::BlobState>,
@@ -545,34 +546,38 @@ impl SpdkDriver {
         inbox: *const Inbox,
         lane_slots: usize,
     ) -> SpdkDriver {
-        let slots: Box<[SlotCtx]> = (0..slots)
-            .map(|index| SlotCtx {
-                inbox,
-                index: index as u32,
-                token: Cell::new(Token::from_u64(0)),
-                target: Cell::new(0),
-                value: Cell::new(0),
-                errno: Cell::new(0),
-                nvme: Cell::new(None),
-                bytes: Cell::new(0),
-                nvme_backed: Cell::new(false),
-            })
-            .collect();
+        let slots: Pinned<[SlotCtx]> = Pinned::new(
+            (0..slots)
+                .map(|index| SlotCtx {
+                    inbox,
+                    index: index as u32,
+                    token: Cell::new(Token::from_u64(0)),
+                    target: Cell::new(0),
+                    value: Cell::new(0),
+                    errno: Cell::new(0),
+                    nvme: Cell::new(None),
+                    bytes: Cell::new(0),
+                    nvme_backed: Cell::new(false),
+                })
+                .collect(),
+        );
         let empty = libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
-        let iovecs: Box<[SlotIovecs]> = (0..slots.len())
-            .map(|_| {
-                UnsafeCell::new(SlotSgl {
-                    iovs: [empty; MAX_IOVECS],
-                    count: 0,
-                    next: 0,
-                    skip: 0,
+        let iovecs: Pinned<[SlotIovecs]> = Pinned::new(
+            (0..slots.len())
+                .map(|_| {
+                    UnsafeCell::new(SlotSgl {
+                        iovs: [empty; MAX_IOVECS],
+                        count: 0,
+                        next: 0,
+                        skip: 0,
+                    })
                 })
-            })
-            .collect();
-        // SAFETY: the inbox outlives the driver; the boxed slice never moves.
+                .collect(),
+        );
+        // SAFETY: the inbox outlives the driver; the table never moves.
         unsafe { &*inbox }.sgl_table.set(iovecs.as_ptr());
         SpdkDriver {
             ring_id,

@@ -26,6 +26,7 @@
 
 use super::{blocks_for, failure_of, raw_abort, IoTypes, SpdkDriver, TargetState, WHOLE_BUFFER};
 use crate::dma::DmaBuf;
+use crate::pinned::Pinned;
 use crate::queue::{IoError, NvmeStatus, ECANCELED};
 use spdk_ring_sys as sys;
 use std::cell::Cell;
@@ -149,12 +150,10 @@ impl LaneShared {
 /// The lane of one ring: its slots (one per in-flight entry the ring
 /// allows) and the lists they move through.
 pub(crate) struct Lane {
-    /// The slot table and the callbacks' shared part, owned by the lane
-    /// and freed in its `Drop`. Raw pointers, not `Box`es: the lists, the
-    /// slots and SPDK hold pointers into both, which moving a `Box` (a
-    /// unique pointer) would invalidate under Rust's aliasing rules.
-    slots: NonNull<[LaneSlot]>,
-    shared: NonNull<LaneShared>,
+    /// The slot table and the callbacks' shared part: the lists, the slots
+    /// and SPDK hold pointers into both (hence `Pinned`, not `Box`).
+    slots: Pinned<[LaneSlot]>,
+    shared: Pinned<LaneShared>,
     /// Free slots, a stack linked through `next`.
     free: Cell<*const LaneSlot>,
     /// Pushed, not started, oldest first.
@@ -314,15 +313,15 @@ impl LaneIo {
 
 impl Lane {
     pub(crate) fn new(slots: usize) -> Lane {
-        let shared = NonNull::from(Box::leak(Box::new(LaneShared {
+        let shared = Pinned::from_value(LaneShared {
             done: SlotQueue::new(),
             base: Cell::new(null()),
             nvme: (0..slots).map(|_| Cell::new(None)).collect(),
             spdk_done: Cell::new(0),
-        })));
+        });
         let slots: Box<[LaneSlot]> = (0..slots)
             .map(|_| LaneSlot {
-                shared: shared.as_ptr(),
+                shared: &*shared,
                 next: Cell::new(null()),
                 buf: Cell::new(None),
                 user_data: Cell::new(0),
@@ -334,7 +333,7 @@ impl Lane {
                 in_flight: Cell::new(false),
             })
             .collect();
-        let slots = NonNull::from(Box::leak(slots));
+        let slots = Pinned::new(slots);
         let lane = Lane {
             slots,
             shared,
@@ -356,15 +355,12 @@ impl Lane {
 
     #[inline]
     fn slots(&self) -> &[LaneSlot] {
-        // SAFETY: allocated in `new`, freed only in `drop`; only shared
-        // references are ever made (every field is a `Cell`).
-        unsafe { self.slots.as_ref() }
+        &self.slots
     }
 
     #[inline]
     fn shared(&self) -> &LaneShared {
-        // SAFETY: as for `slots`.
-        unsafe { self.shared.as_ref() }
+        &self.shared
     }
 
     /// Bytes preallocated per lane slot: the slot and its failure status.
@@ -528,18 +524,6 @@ impl Lane {
     pub(crate) fn cancel_queued(&mut self) {
         while let Some(slot) = self.sq.pop_front() {
             self.finish_now(slot, ECANCELED);
-        }
-    }
-}
-
-impl Drop for Lane {
-    fn drop(&mut self) {
-        // SAFETY: both were leaked from `Box`es in `new` and are freed once,
-        // here. The ring drops its lane only once SPDK has returned every
-        // I/O, so no callback can reach a slot afterwards.
-        unsafe {
-            drop(Box::from_raw(self.slots.as_ptr()));
-            drop(Box::from_raw(self.shared.as_ptr()));
         }
     }
 }

@@ -75,6 +75,7 @@ pub use entry::{Completion, CompletionRef, Entry, IoFailure, NvmeCommand, PushEr
 
 use crate::bdev::BdevDesc;
 use crate::error::{Errno, Error, Result};
+use crate::pinned::Pinned;
 use crate::queue::{QueueConfig, RingQueue, TargetId};
 use crate::thread::SpdkThread;
 use driver::{Event, Inbox, SpdkDriver};
@@ -176,7 +177,7 @@ impl RingBuilder {
         let queue = RingQueue::new(config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // Tokens name the queue's slots; only in-flight entries complete through the inbox.
         let slots = queue.slot_count();
-        let inbox = Box::new(Inbox::with_capacity(config.max_in_flight as usize + 8));
+        let inbox = Pinned::from_value(Inbox::with_capacity(config.max_in_flight as usize + 8));
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
         let driver = SpdkDriver::new(ring_id, slots, &*inbox, config.max_in_flight as usize);
         let ticks_hz = crate::clock::ticks_hz().max(1);
@@ -202,7 +203,7 @@ pub struct Ring {
     // callback; leaked if it never does.
     queue: ManuallyDrop<RingQueue<entry::IoOp>>,
     driver: ManuallyDrop<SpdkDriver>,
-    inbox: ManuallyDrop<Box<Inbox>>,
+    inbox: ManuallyDrop<Pinned<Inbox>>,
     thread: SpdkThread,
     ring_id: u32,
     ticks_hz: u64,
