@@ -61,7 +61,7 @@ pub(crate) struct LaneSlot {
 
 const _: () = assert!(std::mem::size_of::<LaneSlot>() == 64);
 
-/// A slot of this lane. Slots live in the lane's boxed table, which never
+/// A slot of this lane. Slots live in the lane's pinned table, which never
 /// moves or shrinks while the lane exists, so these pointers stay valid.
 pub(crate) type SlotPtr = NonNull<LaneSlot>;
 
@@ -126,7 +126,7 @@ impl SlotQueue {
     }
 }
 
-/// What callbacks write besides their slot. Boxed: its address is stable.
+/// What callbacks write besides their slot, at a fixed address.
 pub(crate) struct LaneShared {
     /// Finished slots, oldest first.
     done: SlotQueue,
@@ -164,7 +164,7 @@ pub(crate) struct Lane {
     finished_early: u64,
     /// The target whose ENOMEM stopped the lane, until its io-wait fires.
     blocked_on: Option<u32>,
-    /// Lane completions the core has been told about (see `posted`).
+    /// Lane completions the core has been told about (`take_newly_posted`).
     reported: u64,
     /// Per registered target, by index.
     targets: Vec<LaneTarget>,
@@ -345,22 +345,12 @@ impl Lane {
             reported: 0,
             targets: Vec::new(),
         };
-        lane.shared().base.set(lane.slots().as_ptr());
+        lane.shared.base.set(lane.slots.as_ptr());
         // Lowest index on top, so a lightly loaded lane reuses few lines.
-        for slot in lane.slots().iter().rev() {
+        for slot in lane.slots.iter().rev() {
             lane.push_free(slot);
         }
         lane
-    }
-
-    #[inline]
-    fn slots(&self) -> &[LaneSlot] {
-        &self.slots
-    }
-
-    #[inline]
-    fn shared(&self) -> &LaneShared {
-        &self.shared
     }
 
     /// Bytes preallocated per lane slot: the slot and its failure status.
@@ -421,7 +411,7 @@ impl Lane {
 
     /// Entries started and not finished.
     pub(crate) fn running(&self) -> u64 {
-        self.started - self.shared().spdk_done.get()
+        self.started - self.shared.spdk_done.get()
     }
 
     /// Lane entries the core must wait for before a DRAIN: queued or running.
@@ -433,7 +423,7 @@ impl Lane {
     /// target's channel). A scan: only asked for removed or unregistered
     /// targets, so the I/O path keeps no per-target count.
     pub(crate) fn runs_on(&self, target: u32) -> bool {
-        self.slots()
+        self.slots
             .iter()
             .any(|s| s.in_flight.get() && s.target.get() == target)
     }
@@ -445,12 +435,12 @@ impl Lane {
 
     /// Finished entries not reaped yet.
     pub(crate) fn cq_len(&self) -> usize {
-        self.shared().done.len() as usize
+        self.shared.done.len() as usize
     }
 
     /// Completions posted since the last call, for the core's count goals.
     pub(crate) fn take_newly_posted(&mut self) -> u64 {
-        let posted = self.shared().spdk_done.get() + self.finished_early;
+        let posted = self.shared.spdk_done.get() + self.finished_early;
         let new = posted - self.reported;
         self.reported = posted;
         new
@@ -459,7 +449,7 @@ impl Lane {
     /// The oldest finished slot, if any.
     #[inline]
     pub(crate) fn front(&self) -> Option<SlotPtr> {
-        self.shared().done.front()
+        self.shared.done.front()
     }
 
     /// User data and result of a finished slot.
@@ -479,7 +469,7 @@ impl Lane {
     fn failure(&self, slot: &LaneSlot, amount: i64) -> IoError {
         IoError {
             errno: (-amount) as i32,
-            nvme: self.shared().nvme[self.shared().index_of(slot)].get(),
+            nvme: self.shared.nvme[self.shared.index_of(slot)].get(),
         }
     }
 
@@ -516,8 +506,8 @@ impl Lane {
         self.finished_early += 1;
         let slot = self.slot(slot);
         slot.amount.set(-i64::from(errno));
-        self.shared().nvme[self.shared().index_of(slot)].set(None);
-        self.shared().done.push_back(slot);
+        self.shared.nvme[self.shared.index_of(slot)].set(None);
+        self.shared.done.push_back(slot);
     }
 
     /// Finishes every entry still queued with ECANCELED (ring shutdown).
@@ -712,7 +702,7 @@ impl SpdkDriver {
     pub(crate) fn lane_pop_front(&mut self, front: SlotPtr) {
         let lane = &self.lane;
         debug_assert_eq!(lane.front(), Some(front));
-        lane.shared().done.pop_known_front(front);
+        lane.shared.done.pop_known_front(front);
         let slot = lane.slot(front);
         // Usually taken already: look before taking, so the common case
         // writes nothing back.
@@ -727,7 +717,7 @@ impl SpdkDriver {
     pub(crate) fn lane_cancel(&mut self, user_data: u64) -> Option<Result<(), ()>> {
         let lane = &self.lane;
         let slot = lane
-            .slots()
+            .slots
             .iter()
             .filter(|s| s.in_flight.get() && s.user_data.get() == user_data)
             .min_by_key(|s| s.position.get())?;
@@ -771,7 +761,7 @@ mod tests {
     fn order(queue: &SlotQueue, lane: &Lane) -> Vec<usize> {
         let mut out = Vec::new();
         while let Some(slot) = queue.pop_front() {
-            out.push(lane.shared().index_of(lane.slot(slot)));
+            out.push(lane.shared.index_of(lane.slot(slot)));
         }
         out
     }
@@ -780,13 +770,13 @@ mod tests {
     fn the_free_stack_hands_out_every_slot_once_lowest_first() {
         let lane = Lane::new(4);
         let taken: Vec<usize> = std::iter::from_fn(|| lane.pop_free())
-            .map(|s| lane.shared().index_of(s))
+            .map(|s| lane.shared.index_of(s))
             .collect();
         assert_eq!(taken, [0, 1, 2, 3]);
         assert!(!lane.has_room());
-        lane.push_free(&lane.slots()[2]);
+        lane.push_free(&lane.slots[2]);
         assert!(lane.has_room());
-        assert_eq!(lane.pop_free().map(|s| lane.shared().index_of(s)), Some(2));
+        assert_eq!(lane.pop_free().map(|s| lane.shared.index_of(s)), Some(2));
     }
 
     #[test]
@@ -795,26 +785,26 @@ mod tests {
         let q = SlotQueue::new();
         assert_eq!(q.front(), None);
         for i in [3, 0, 2] {
-            q.push_back(&lane.slots()[i]);
+            q.push_back(&lane.slots[i]);
         }
         assert_eq!(q.len(), 3);
         let front = q.front().unwrap();
         q.pop_known_front(front);
-        assert_eq!(lane.shared().index_of(lane.slot(front)), 3);
+        assert_eq!(lane.shared.index_of(lane.slot(front)), 3);
         assert_eq!(order(&q, &lane), [0, 2]);
         assert_eq!((q.len(), q.front()), (0, None));
         // Emptied, the tail must not still point at the last slot.
-        q.push_back(&lane.slots()[1]);
-        q.push_back(&lane.slots()[3]);
+        q.push_back(&lane.slots[1]);
+        q.push_back(&lane.slots[3]);
         assert_eq!(order(&q, &lane), [1, 3]);
     }
 
     #[test]
     fn a_slot_reports_bytes_or_its_errno() {
         let mut lane = Lane::new(2);
-        let slot = NonNull::from(&lane.slots()[1]);
-        lane.slots()[1].user_data.set(7);
-        lane.slots()[1].amount.set(4096);
+        let slot = NonNull::from(&lane.slots[1]);
+        lane.slots[1].user_data.set(7);
+        lane.slots[1].amount.set(4096);
         assert_eq!(lane.outcome(slot), (7, Ok(4096)));
         lane.finish_now(slot, libc::EINVAL);
         let (_, result) = lane.outcome(slot);
