@@ -104,6 +104,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cq_order;
 mod heap;
 mod lists;
 mod ring;
@@ -118,6 +119,7 @@ mod prop_tests;
 #[cfg(test)]
 mod tests;
 
+pub use cq_order::CqFront;
 pub use ring::{Completions, FrontCompletion, RingQueue};
 pub use types::{
     errno_name, Completion, CompletionFlags, ConfigError, Driver, EntryFlags, EntryKind, IoError,

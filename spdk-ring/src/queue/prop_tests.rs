@@ -666,3 +666,95 @@ fn harness_smoke_scenario() {
         actions,
     });
 }
+
+/// What the CQ model holds per ready completion: own (its user_data) or outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ready {
+    Own(u64),
+    Outside,
+}
+
+#[derive(Clone, Debug)]
+enum CqAction {
+    /// A Nop pushed and submitted: the core posts it at once.
+    Own,
+    /// Completions posted outside the core (the ring's lane).
+    Outside(u32),
+    /// Take up to this many completions from the front, whichever store holds it.
+    Pop(usize),
+}
+
+fn cq_action() -> impl Strategy<Value = CqAction> {
+    prop_oneof![
+        3 => Just(CqAction::Own),
+        3 => (1u32..5).prop_map(CqAction::Outside),
+        2 => (0usize..6).prop_map(CqAction::Pop),
+    ]
+}
+
+proptest! {
+    #![proptest_config(proptest_config(256, 16))]
+
+    /// Outside completions share the CQ with the core's own exactly as own ones do: one bound
+    /// (beyond it, flagged OVERFLOWED and counted), one order (posting order), one `cq_len`.
+    /// The model is a single FIFO where a completion overflowed if the FIFO held `cq_entries`.
+    #[test]
+    fn outside_completions_share_the_cq_bound_flags_and_order(
+        cq_entries in 1u32..6,
+        actions in proptest::collection::vec(cq_action(), 1..80),
+    ) {
+        let mut q = RingQueue::<TestOp>::new(QueueConfig {
+            sq_entries: 1,
+            cq_entries,
+            max_in_flight: 1,
+            max_targets: 1,
+        })
+        .expect("valid config");
+        let mut driver = MockDriver::default();
+        let mut model: VecDeque<(Ready, bool)> = VecDeque::new();
+        let mut next_user_data = 0u64;
+        let post = |model: &mut VecDeque<(Ready, bool)>, ready: Ready| {
+            let flagged = model.len() >= cq_entries as usize;
+            model.push_back((ready, flagged));
+            u64::from(flagged)
+        };
+        let mut overflowed = 0u64;
+        for action in actions {
+            match action {
+                CqAction::Own => {
+                    next_user_data += 1;
+                    let nop = Submission::new(EntryKind::Nop, next_user_data);
+                    prop_assert!(q.push(nop).is_ok());
+                    q.submit(&mut driver, 0);
+                    overflowed += post(&mut model, Ready::Own(next_user_data));
+                }
+                CqAction::Outside(n) => {
+                    q.post_outside(n);
+                    for _ in 0..n {
+                        overflowed += post(&mut model, Ready::Outside);
+                    }
+                }
+                CqAction::Pop(n) => {
+                    for _ in 0..n {
+                        let expected = model.pop_front();
+                        let got = match q.front() {
+                            CqFront::Empty => None,
+                            CqFront::Outside(flags) => {
+                                q.pop_outside();
+                                Some((Ready::Outside, flags.contains(CompletionFlags::OVERFLOWED)))
+                            }
+                            CqFront::Own => {
+                                let c = q.pop_completion().expect("own completion in front");
+                                Some((Ready::Own(c.user_data), c.flags.contains(CompletionFlags::OVERFLOWED)))
+                            }
+                        };
+                        prop_assert_eq!(got, expected);
+                    }
+                }
+            }
+            q.check_invariants();
+            prop_assert_eq!(q.cq_len(), model.len().min(cq_entries as usize));
+            prop_assert_eq!(q.overflowed(), overflowed);
+        }
+    }
+}

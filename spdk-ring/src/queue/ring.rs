@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::mem;
 
+use super::cq_order::{CqFront, CqOrder};
 use super::heap::SlotHeap;
 use super::lists::{Links, List, ListKind, NIL};
 use super::types::{
@@ -178,6 +179,12 @@ pub struct RingQueue<Op> {
     cq: VecDeque<u32>,
     /// Completions that did not fit in the CQ, moved out of their slots.
     backlog: VecDeque<Completion<Op>>,
+    /// Completions posted outside the core (the ring's lane keeps them) and
+    /// not popped yet: they share the CQ's bound and order.
+    outside_ready: u32,
+    /// How own and outside completions interleave (empty while no outside
+    /// completion is ready).
+    order: CqOrder,
     overflowed: u64,
     posted: u64,
     next_seq: u64,
@@ -235,6 +242,8 @@ impl<Op> RingQueue<Op> {
             count_goals: SlotHeap::new(slots),
             cq: VecDeque::with_capacity(config.cq_entries as usize),
             backlog: VecDeque::new(),
+            outside_ready: 0,
+            order: CqOrder::with_capacity(config.max_in_flight as usize),
             overflowed: 0,
             posted: 0,
             next_seq: 0,
@@ -315,9 +324,21 @@ impl<Op> RingQueue<Op> {
         self.config.sq_entries as usize - self.sq.len()
     }
 
-    /// Completions ready in the CQ proper (not counting the overflow backlog).
+    /// Completions ready in the CQ proper, own and outside (not counting
+    /// the overflow backlog).
     pub fn cq_len(&self) -> usize {
-        self.cq.len()
+        self.ready_len().min(self.config.cq_entries as usize)
+    }
+
+    /// Every completion ready: CQ, backlog, and outside.
+    fn ready_len(&self) -> usize {
+        self.cq.len() + self.backlog.len() + self.outside_ready as usize
+    }
+
+    /// Which store holds the oldest ready completion.
+    #[inline]
+    pub fn front(&self) -> CqFront {
+        self.order.front(!self.cq.is_empty())
     }
 
     /// Completions that did not fit in the CQ and wait in the backlog.
@@ -375,11 +396,72 @@ impl<Op> RingQueue<Op> {
         !self.sq.is_empty() || self.dirty || self.deadlines.min_key().is_some()
     }
 
-    /// Completions posted outside the core: they count towards count-based Timeouts.
+    /// Posts `n` completions stored outside the core (the ring's lane), after
+    /// everything posted so far: they take their place in the CQ's order, its
+    /// bound (beyond it they are flagged `OVERFLOWED` and counted), and count
+    /// towards count-based Timeouts, one at a time so that a Timeout they
+    /// satisfy posts right after the completion that did it. The caller keeps
+    /// them in a FIFO of its own and pops them with [`RingQueue::pop_outside`]
+    /// when [`RingQueue::front`] says one is first.
     #[inline]
-    pub fn add_outside_posted(&mut self, n: u64) {
-        self.posted += n;
-        self.settle_count_goals();
+    pub fn post_outside(&mut self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        // The lane's steady state: only outside completions ready, room for these.
+        if self.cq.is_empty()
+            && self.backlog.is_empty()
+            && self.outside_ready + n <= self.config.cq_entries
+            && self.count_goals.min_key().is_none()
+            && self.order.extend_outside_front(n)
+        {
+            self.outside_ready += n;
+            self.posted += u64::from(n);
+            return;
+        }
+        self.post_outside_general(n);
+    }
+
+    #[inline(never)]
+    fn post_outside_general(&mut self, n: u32) {
+        if self.count_goals.min_key().is_none() {
+            self.post_outside_run(n);
+        } else {
+            for _ in 0..n {
+                self.post_outside_run(1);
+                self.settle_count_goals();
+            }
+        }
+    }
+
+    fn post_outside_run(&mut self, n: u32) {
+        let own = self.cq.len() + self.backlog.len();
+        let room = (self.config.cq_entries as usize).saturating_sub(self.ready_len());
+        let fit = n.min(room.min(u32::MAX as usize) as u32);
+        if fit > 0 {
+            self.order.push_outside(own, false, fit);
+        }
+        if n > fit {
+            self.overflowed += u64::from(n - fit);
+            self.order.push_outside(own, true, n - fit);
+        }
+        self.outside_ready += n;
+        self.posted += u64::from(n);
+    }
+
+    /// The oldest completion, an outside one, was taken by the caller.
+    #[inline(always)]
+    pub fn pop_outside(&mut self) {
+        debug_assert!(matches!(self.front(), CqFront::Outside(_)));
+        self.outside_ready -= 1;
+        self.order.pop(true, self.outside_ready);
+    }
+
+    /// Whether the oldest ready completion is an own one (an outside one
+    /// must be popped first).
+    #[inline]
+    fn own_in_front(&self) -> bool {
+        self.order.is_empty() || self.order.front(true) == CqFront::Own
     }
 
     /// Entries in slots that have not started yet: behind a chain member, a DRAIN, an earlier entry of
@@ -478,13 +560,15 @@ impl<Op> RingQueue<Op> {
             return false;
         }
         if cell.direct
+            && self.order.is_empty()
             && self.backlog.is_empty()
             && self.cq.len() < self.config.cq_entries as usize
             && self.count_goals.min_key().is_none()
         {
             // The common case, inlined into the caller so the result never goes through memory:
             // a direct entry is unlinked, without DRAIN or LinkTimeout, on no list, and its
-            // completion fits in the CQ with no count goal to settle.
+            // completion fits in the CQ (no outside completion shares it) with no count goal to
+            // settle.
             cell.generation = cell.generation.wrapping_add(1);
             cell.direct = false;
             cell.result.set(result);
@@ -538,6 +622,9 @@ impl<Op> RingQueue<Op> {
     /// Takes the oldest completion; the CQ is refilled from the backlog so order is kept.
     #[inline]
     pub fn pop_completion(&mut self) -> Option<Completion<Op>> {
+        if !self.own_in_front() {
+            return None;
+        }
         let slot = self.cq.pop_front()?;
         let cell = &mut self.slots[slot as usize];
         let op = match mem::replace(&mut cell.kind, EntryKind::Nop) {
@@ -555,6 +642,7 @@ impl<Op> RingQueue<Op> {
         if let Some(spilled) = self.backlog.pop_front() {
             self.refill_cq(spilled);
         }
+        self.order.pop(false, self.outside_ready);
         Some(completion)
     }
 
@@ -582,6 +670,9 @@ impl<Op> RingQueue<Op> {
     /// caller can move its buffers out. [`RingQueue::discard_front`] pops it.
     #[inline]
     pub fn front_completion(&mut self) -> Option<FrontCompletion<'_, Op>> {
+        if !self.own_in_front() {
+            return None;
+        }
         let &slot = self.cq.front()?;
         let cell = &mut self.slots[slot as usize];
         Some(FrontCompletion {
@@ -598,6 +689,9 @@ impl<Op> RingQueue<Op> {
     /// Pops the oldest completion, dropping what is left of its op; false if the CQ is empty.
     #[inline]
     pub fn discard_front(&mut self) -> bool {
+        if !self.own_in_front() {
+            return false;
+        }
         let Some(slot) = self.cq.pop_front() else {
             return false;
         };
@@ -608,6 +702,7 @@ impl<Op> RingQueue<Op> {
         if let Some(spilled) = self.backlog.pop_front() {
             self.refill_cq(spilled);
         }
+        self.order.pop(false, self.outside_ready);
         true
     }
 
@@ -1212,25 +1307,34 @@ impl<Op> RingQueue<Op> {
         released
     }
 
-    /// Appends the completion of the entry in `slot`: its index to the CQ while the CQ has room
-    /// and nothing is backlogged, else the completion itself (moved out, freeing the slot) to the
-    /// backlog.
+    /// Appends the completion of the entry in `slot`. It overflowed if the CQ (own and outside
+    /// completions) was full. Its index goes to the CQ while the CQ's own cells have room and
+    /// nothing is backlogged, else the completion itself (moved out, freeing the slot) goes to
+    /// the backlog.
     #[inline]
     fn post(&mut self, slot: u32, result: IoResult) {
         #[cfg(test)]
         self.record(TraceEvent::Post(self.slots[slot as usize].user_data));
+        let overflowed = self.ready_len() >= self.config.cq_entries as usize;
+        self.order.push_own();
         let cell = &mut self.slots[slot as usize];
         if is_timer(&cell.kind) {
             self.timer_entries -= 1;
         }
         self.posted += 1;
+        if overflowed {
+            self.overflowed += 1;
+        }
         if self.backlog.is_empty() && self.cq.len() < self.config.cq_entries as usize {
             cell.result.set(result);
-            cell.cflags = CompletionFlags::empty();
+            cell.cflags = if overflowed {
+                CompletionFlags::OVERFLOWED
+            } else {
+                CompletionFlags::empty()
+            };
             cell.stage = Stage::Done;
             self.cq.push_back(slot);
         } else {
-            self.overflowed += 1;
             let op = match mem::replace(&mut cell.kind, EntryKind::Nop) {
                 EntryKind::Io { op, .. } => Some(op),
                 _ => None,
@@ -1350,6 +1454,7 @@ impl<Op> RingQueue<Op> {
         assert_eq!(self.waiting.len(), waiting);
         assert_eq!(self.driver_in_flight as usize, in_driver + direct);
         assert!(self.backlog.is_empty() || self.cq.len() == self.config.cq_entries as usize);
+        assert_eq!(self.order.outside_len(), u64::from(self.outside_ready));
     }
 }
 

@@ -536,10 +536,17 @@ fn completions_outside_the_core_count_for_timeouts() {
     push_all(&mut q, [timeout(1, 1_000_000, 3)]);
     q.submit(&mut driver, 0);
     assert!(!q.is_idle(), "an armed timeout is live");
-    q.add_outside_posted(2);
-    assert_eq!(q.cq_len(), 0);
-    q.add_outside_posted(1);
+    q.post_outside(2);
+    assert_eq!(q.cq_len(), 2, "outside completions are in the CQ");
+    q.post_outside(1);
+    assert_eq!(q.cq_len(), 4, "the third satisfied the Timeout");
+    for _ in 0..3 {
+        assert_eq!(q.front(), CqFront::Outside(CompletionFlags::empty()));
+        assert!(reap(&mut q).is_empty(), "own ones wait behind outside ones");
+        q.pop_outside();
+    }
     assert_eq!(reap(&mut q), [(1, Ok(0))]);
+    assert_eq!(q.front(), CqFront::Empty);
     assert!(q.is_idle());
 }
 

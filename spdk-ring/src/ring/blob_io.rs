@@ -673,6 +673,7 @@ unsafe fn report(bslot: &BlobSlot, bserrno: i32, ok: u64, retry_async: bool) {
         token: slot.token.get(),
         target: slot.target.get(),
         result,
+        lane_before: inbox.lane_callbacks(),
     });
 }
 

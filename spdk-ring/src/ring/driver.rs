@@ -41,6 +41,8 @@ pub(crate) enum Event {
         token: Token,
         target: u32,
         result: Result<u64, IoError>,
+        /// Lane completions SPDK had reported before this one.
+        lane_before: u64,
     },
     Unblock {
         target: u32,
@@ -64,6 +66,10 @@ pub(crate) struct Inbox {
     /// The driver's per-slot scatter lists, for the NVMe SGL callbacks
     /// (null until the driver exists).
     pub(crate) sgl_table: Cell<*const SlotIovecs>,
+    /// The lane's count of finished entries (null until the driver exists):
+    /// each core completion notes it, so the ring hands the two paths'
+    /// completions to the core in the order SPDK reported them.
+    pub(crate) lane_finished: Cell<*const Cell<u64>>,
 }
 
 /// The thread-safe part of the inbox. A controller's admin queue is shared
@@ -146,6 +152,7 @@ impl Inbox {
             events: RefCell::new(VecDeque::with_capacity(n)),
             callback_panicked: Cell::new(false),
             sgl_table: Cell::new(std::ptr::null()),
+            lane_finished: Cell::new(std::ptr::null()),
             admin: AdminMailbox {
                 done: std::sync::Mutex::new(Vec::new()),
                 callback_panicked: std::sync::atomic::AtomicBool::new(false),
@@ -157,7 +164,25 @@ impl Inbox {
     pub(crate) fn collect_admin(&self) -> u32 {
         let mut done = self.admin.done.lock().unwrap_or_else(|e| e.into_inner());
         let n = done.len() as u32;
-        self.events.borrow_mut().extend(done.drain(..));
+        // Admin callbacks may run on another thread: they are ordered after
+        // the lane completions reported before they were collected, here.
+        let lane_now = self.lane_callbacks();
+        self.events
+            .borrow_mut()
+            .extend(done.drain(..).map(|event| match event {
+                Event::Done {
+                    token,
+                    target,
+                    result,
+                    ..
+                } => Event::Done {
+                    token,
+                    target,
+                    result,
+                    lane_before: lane_now,
+                },
+                other => other,
+            }));
         if self
             .admin
             .callback_panicked
@@ -166,6 +191,19 @@ impl Inbox {
             self.callback_panicked.set(true);
         }
         n
+    }
+
+    /// Lane completions SPDK reported so far (ring thread only).
+    #[inline]
+    pub(crate) fn lane_callbacks(&self) -> u64 {
+        let counter = self.lane_finished.get();
+        if counter.is_null() {
+            return 0;
+        }
+        // SAFETY: set by the driver to its lane's counter, which lives as
+        // long as the driver, and the driver is dropped before the inbox;
+        // read on the ring's thread only.
+        unsafe { (*counter).get() }
     }
 
     fn post(&self, event: Event) {
@@ -178,11 +216,14 @@ impl Inbox {
     #[inline]
     fn finished(&self, slot: &SlotCtx, result: Result<u64, IoError>) {
         slot.set_result(result);
+        let lane_before = self.lane_callbacks();
+        slot.lane_before.set(lane_before);
         if !self.done.push(slot.index) {
             self.post(Event::Done {
                 token: slot.token.get(),
                 target: slot.target.get(),
                 result,
+                lane_before,
             });
         }
     }
@@ -207,6 +248,8 @@ pub(crate) struct SlotCtx {
     bytes: Cell<u64>,
     /// Attach the NVMe status to failures (NVMe-backed bdev).
     nvme_backed: Cell<bool>,
+    /// Lane completions SPDK had reported when this one came.
+    pub(crate) lane_before: Cell<u64>,
 }
 
 impl SlotCtx {
@@ -558,6 +601,7 @@ impl SpdkDriver {
                     nvme: Cell::new(None),
                     bytes: Cell::new(0),
                     nvme_backed: Cell::new(false),
+                    lane_before: Cell::new(0),
                 })
                 .collect(),
         );
@@ -579,6 +623,11 @@ impl SpdkDriver {
         );
         // SAFETY: the inbox outlives the driver; the table never moves.
         unsafe { &*inbox }.sgl_table.set(iovecs.as_ptr());
+        let lane = lane::Lane::new(lane_slots);
+        // SAFETY: as above; the lane's counter is pinned with its shared part.
+        unsafe { &*inbox }
+            .lane_finished
+            .set(lane.finished_counter());
         SpdkDriver {
             ring_id,
             next_admin_poll: 0,
@@ -590,7 +639,7 @@ impl SpdkDriver {
             iovecs,
             inbox,
             blob: None,
-            lane: lane::Lane::new(lane_slots),
+            lane,
             review_targets: false,
             removals_seen: 0,
         }
@@ -1208,6 +1257,8 @@ unsafe extern "C" fn nvme_admin_done(ctx: *mut c_void, cpl: *const sys::spdk_nvm
             token: slot.token.get(),
             target: slot.target.get(),
             result,
+            // Set when the ring's thread collects it.
+            lane_before: 0,
         };
         mailbox
             .done

@@ -18,8 +18,16 @@
 //! - a DRAIN entry waits until the lane holds nothing live
 //!   ([`RingQueue::set_outside_pending`](crate::queue::RingQueue::set_outside_pending));
 //! - Cancel searches the lane first (its entries are the oldest);
-//! - lane completions count for count-based Timeouts;
-//! - `reap` takes lane completions first.
+//! - the core posts lane completions like its own
+//!   ([`RingQueue::post_outside`](crate::queue::RingQueue::post_outside)):
+//!   they share the CQ's bound, overflow flag and count, its order, and
+//!   count-based Timeouts.
+//!
+//! Completions reach the core in the order SPDK reported them, whichever
+//! path an entry took: each core completion notes how many lane
+//! completions SPDK had reported before it, and the ring admits those
+//! first when it drains the core's. Until admitted, a finished lane slot
+//! is still in flight, as a core entry is until the ring drains it.
 //!
 //! An ENOMEM from SPDK stops the lane at that entry, in order, until the
 //! target's io-wait callback fires.
@@ -101,6 +109,23 @@ impl SlotQueue {
         NonNull::new(self.head.get().cast_mut())
     }
 
+    /// Links `slot` right after `prev`, or first when `prev` is null.
+    fn insert_after(&self, prev: *const LaneSlot, slot: &LaneSlot) {
+        if prev.is_null() {
+            slot.next.set(self.head.get());
+            self.head.set(slot);
+        } else {
+            // SAFETY: prev is a slot of this lane in this list (see `SlotQueue`).
+            let prev = unsafe { &*prev };
+            slot.next.set(prev.next.get());
+            prev.next.set(slot);
+        }
+        if slot.next.get().is_null() {
+            self.tail.set(slot);
+        }
+        self.len.set(self.len.get() + 1);
+    }
+
     #[inline]
     fn pop_front(&self) -> Option<SlotPtr> {
         let head = self.front()?;
@@ -135,7 +160,8 @@ pub(crate) struct LaneShared {
     /// NVMe status of failures on NVMe-backed bdevs, per slot (rarely
     /// touched, so kept out of the slots).
     nvme: Box<[Cell<Option<NvmeStatus>>]>,
-    /// Lane entries SPDK finished.
+    /// Lane entries SPDK finished (core completions note it, see the
+    /// module docs).
     spdk_done: Cell<u64>,
 }
 
@@ -160,12 +186,14 @@ pub(crate) struct Lane {
     sq: SlotQueue,
     /// Entries started so far; each start's number orders Cancel's search.
     started: u64,
-    /// Entries finished without reaching SPDK (bad entries, cancellations).
-    finished_early: u64,
     /// The target whose ENOMEM stopped the lane, until its io-wait fires.
     blocked_on: Option<u32>,
-    /// Lane completions the core has been told about (`take_newly_posted`).
-    reported: u64,
+    /// The last of the finished slots at the front of `shared.done` that
+    /// the core has posted (null when none); the rest finished in SPDK and
+    /// wait to be admitted.
+    admitted_last: *const LaneSlot,
+    /// SPDK's completions admitted so far (of `shared.spdk_done`).
+    admitted_spdk: u64,
     /// Per registered target, by index.
     targets: Vec<LaneTarget>,
 }
@@ -340,9 +368,9 @@ impl Lane {
             free: Cell::new(null()),
             sq: SlotQueue::new(),
             started: 0,
-            finished_early: 0,
             blocked_on: None,
-            reported: 0,
+            admitted_last: null(),
+            admitted_spdk: 0,
             targets: Vec::new(),
         };
         lane.shared.base.set(lane.slots.as_ptr());
@@ -409,9 +437,20 @@ impl Lane {
         self.sq.len() as usize
     }
 
-    /// Entries started and not finished.
+    /// Entries started and not admitted: in flight, as the core counts
+    /// its own until it drains their completions.
     pub(crate) fn running(&self) -> u64 {
+        self.started - self.admitted_spdk
+    }
+
+    /// Entries SPDK still holds (what dropping the ring waits for).
+    pub(crate) fn held_by_spdk(&self) -> u64 {
         self.started - self.shared.spdk_done.get()
+    }
+
+    /// The counter of SPDK's completions, for the core's callbacks to note.
+    pub(crate) fn finished_counter(&self) -> *const Cell<u64> {
+        &self.shared.spdk_done
     }
 
     /// Lane entries the core must wait for before a DRAIN: queued or running.
@@ -433,22 +472,49 @@ impl Lane {
         self.started
     }
 
-    /// Finished entries not reaped yet.
-    pub(crate) fn cq_len(&self) -> usize {
-        self.shared.done.len() as usize
+    /// Admits the completions SPDK reported before the core's completion
+    /// that noted `lane_before` (`u64::MAX`: all of them), oldest first.
+    /// Returns how many, for the caller to post to the core.
+    #[inline]
+    pub(crate) fn admit_until(&mut self, lane_before: u64) -> u32 {
+        let upto = lane_before.min(self.shared.spdk_done.get());
+        if upto <= self.admitted_spdk {
+            return 0;
+        }
+        let n = (upto - self.admitted_spdk) as u32;
+        // Every slot past the admitted ones finished in SPDK (bad entries
+        // are admitted as they finish), oldest first.
+        self.admitted_last = if upto == self.shared.spdk_done.get() {
+            self.shared.done.tail.get()
+        } else {
+            self.nth_unadmitted(n)
+        };
+        self.admitted_spdk = upto;
+        n
     }
 
-    /// Completions posted since the last call, for the core's count goals.
-    pub(crate) fn take_newly_posted(&mut self) -> u64 {
-        let posted = self.shared.spdk_done.get() + self.finished_early;
-        let new = posted - self.reported;
-        self.reported = posted;
-        new
+    /// The `n`th (from 1) finished slot after the admitted ones.
+    #[cold]
+    fn nth_unadmitted(&self, n: u32) -> *const LaneSlot {
+        let mut slot = if self.admitted_last.is_null() {
+            self.shared.done.head.get()
+        } else {
+            // SAFETY: admitted_last is a slot of this lane, in `done`.
+            unsafe { (*self.admitted_last).next.get() }
+        };
+        for _ in 1..n {
+            // SAFETY: the first `n` slots after the admitted ones exist.
+            slot = unsafe { (*slot).next.get() };
+        }
+        slot
     }
 
-    /// The oldest finished slot, if any.
+    /// The oldest admitted slot, if any.
     #[inline]
     pub(crate) fn front(&self) -> Option<SlotPtr> {
+        if self.admitted_last.is_null() {
+            return None;
+        }
         self.shared.done.front()
     }
 
@@ -501,19 +567,52 @@ impl Lane {
         }
     }
 
-    /// Lane entries that finished at once (bad entries, cancellations).
+    /// Lane entries that finished at once (bad entries, cancellations):
+    /// admitted right away, as the core posts an entry that fails to
+    /// start, so they go before SPDK's completions not admitted yet.
     fn finish_now(&mut self, slot: SlotPtr, errno: i32) {
-        self.finished_early += 1;
         let slot = self.slot(slot);
         slot.amount.set(-i64::from(errno));
         self.shared.nvme[self.shared.index_of(slot)].set(None);
-        self.shared.done.push_back(slot);
+        self.shared.done.insert_after(self.admitted_last, slot);
+        self.admitted_last = slot;
     }
 
-    /// Finishes every entry still queued with ECANCELED (ring shutdown).
-    pub(crate) fn cancel_queued(&mut self) {
+    /// Pops the admitted front slot: its buffer (if not taken) drops, the
+    /// slot is free again.
+    #[inline(always)]
+    pub(crate) fn pop_front(&mut self, front: SlotPtr) {
+        debug_assert_eq!(self.front(), Some(front));
+        self.shared.done.pop_known_front(front);
+        if self.admitted_last == front.as_ptr().cast_const() {
+            self.admitted_last = null();
+        }
+        let slot = self.slot(front);
+        // Usually taken already: look before taking, so the common case
+        // writes nothing back.
+        if slot_holds_buf(slot) {
+            drop(slot.buf.take());
+        }
+        self.push_free(slot);
+    }
+
+    /// Ring shutdown: every entry still queued finishes ECANCELED, and every
+    /// finished slot, admitted or not, is freed. Returns how many were queued.
+    pub(crate) fn cancel_queued(&mut self) -> u32 {
+        let mut cancelled = 0;
         while let Some(slot) = self.sq.pop_front() {
             self.finish_now(slot, ECANCELED);
+            cancelled += 1;
+        }
+        cancelled
+    }
+
+    /// Ring shutdown: frees every finished slot, admitted or not (their
+    /// completions are no longer wanted).
+    pub(crate) fn discard_finished(&mut self) {
+        self.admit_until(u64::MAX);
+        while let Some(front) = self.front() {
+            self.pop_front(front);
         }
     }
 }
@@ -602,10 +701,12 @@ impl SpdkDriver {
     }
 
     /// Starts queued lane entries, oldest first, until the lane is empty or
-    /// SPDK answers ENOMEM.
-    pub(crate) fn lane_submit(&mut self) {
+    /// SPDK answers ENOMEM. Returns how many failed to start: they finished
+    /// at once, admitted, for the caller to post to the core.
+    pub(crate) fn lane_submit(&mut self) -> u32 {
+        let mut failed = 0;
         if self.lane.blocked_on.is_some() {
-            return;
+            return failed;
         }
         while let Some(slot) = self.lane.sq.front() {
             match self.lane_start(slot) {
@@ -615,14 +716,16 @@ impl SpdkDriver {
                     self.enomem_retries += 1;
                     self.lane.blocked_on = Some(target);
                     self.wait_for_memory(target);
-                    return;
+                    break;
                 }
                 Err(LaneStartError::Failed(errno)) => {
                     self.lane.sq.pop_known_front(slot);
                     self.lane.finish_now(slot, errno);
+                    failed += 1;
                 }
             }
         }
+        failed
     }
 
     /// The io-wait of `target` fired.
@@ -686,30 +789,6 @@ impl SpdkDriver {
             });
         }
         Ok(())
-    }
-
-    /// Pops the finished front slot: its buffer (if not taken) drops, the
-    /// slot is free again.
-    #[inline]
-    pub(crate) fn lane_pop(&mut self) {
-        if let Some(front) = self.lane.front() {
-            self.lane_pop_front(front);
-        }
-    }
-
-    /// [`Self::lane_pop`] when the caller holds the front slot already.
-    #[inline]
-    pub(crate) fn lane_pop_front(&mut self, front: SlotPtr) {
-        let lane = &self.lane;
-        debug_assert_eq!(lane.front(), Some(front));
-        lane.shared.done.pop_known_front(front);
-        let slot = lane.slot(front);
-        // Usually taken already: look before taking, so the common case
-        // writes nothing back.
-        if slot_holds_buf(slot) {
-            drop(slot.buf.take());
-        }
-        lane.push_free(slot);
     }
 
     /// Cancel's lane half: SPDK is asked to abort the oldest running lane
@@ -810,6 +889,5 @@ mod tests {
         let (_, result) = lane.outcome(slot);
         assert_eq!(result.unwrap_err().errno, libc::EINVAL);
         assert_eq!(lane.front(), Some(slot));
-        assert_eq!(lane.take_newly_posted(), 1);
     }
 }

@@ -55,16 +55,25 @@
 //! core is busy, goes through the core, which implements LINK, DRAIN,
 //! Cancel, timeouts and overflow. The difference is not observable except
 //! in speed: lane entries are older than every core entry, start first,
-//! are waited for by DRAIN, found first by Cancel, counted by count
-//! Timeouts, and their completions are reaped first. An ENOMEM stops the
-//! lane in order until SPDK's io-wait callback, as it stops a target's line
-//! in the core. `Ring::in_flight`, `sq_len` and `cq_len` count both.
+//! are waited for by DRAIN, found first by Cancel, and their completions
+//! are posted to the core in the order SPDK reported them, among the
+//! core's own: one CQ bound, one overflow flag and count, one order, and
+//! count Timeouts count them. An ENOMEM stops the lane in order until
+//! SPDK's io-wait callback, as it stops a target's line in the core.
+//! `Ring::in_flight`, `sq_len` and `cq_len` count both.
+//!
+//! [`RingBuilder::lane`]`(false)` sends every entry through the core, a
+//! diagnostic: a differential test runs random programs both ways and
+//! requires identical observations.
 //!
 //! ## Completion queue overflow
 //! The CQ never drops a completion. If it is full, completions wait in a
-//! backlog (which allocates) and [`Ring::overflowed`] counts them; draining
-//! the CQ refills it from the backlog in order. Size the CQ (default: twice
-//! the SQ) so that draining once per poll keeps it from filling.
+//! backlog, flagged [`CompletionFlags::OVERFLOWED`](crate::CompletionFlags)
+//! and counted by [`Ring::overflowed`]; draining the CQ refills it from the
+//! backlog in order, and `cq_len` never exceeds the CQ's size. The backlog
+//! of core entries allocates; lane entries wait in their own slots. Size
+//! the CQ (default: twice the SQ) so that draining once per poll keeps it
+//! from filling.
 
 mod driver;
 mod entry;
@@ -76,7 +85,7 @@ pub use entry::{Completion, CompletionRef, Entry, IoFailure, NvmeCommand, PushEr
 use crate::bdev::BdevDesc;
 use crate::error::{Errno, Error, Result};
 use crate::pinned::Pinned;
-use crate::queue::{QueueConfig, RingQueue, TargetId};
+use crate::queue::{CqFront, QueueConfig, RingQueue, TargetId};
 use crate::thread::SpdkThread;
 use driver::{Event, Inbox, SpdkDriver};
 use std::mem::ManuallyDrop;
@@ -143,6 +152,7 @@ pub struct RingBuilder {
     cq_entries: Option<u32>,
     max_in_flight: Option<u32>,
     max_targets: u32,
+    lane: bool,
 }
 
 impl RingBuilder {
@@ -164,6 +174,17 @@ impl RingBuilder {
         self
     }
 
+    /// A diagnostic: whether plain reads and writes may take the lane (see
+    /// the [module docs](self#two-paths-one-set-of-rules); default `true`).
+    /// With `false` every entry goes through the core. What the ring
+    /// reports does not change, only its speed: this is how the tests hold
+    /// the two paths equal, and a way to rule the lane out when chasing a
+    /// problem.
+    pub fn lane(mut self, enabled: bool) -> Self {
+        self.lane = enabled;
+        self
+    }
+
     /// Creates the ring on the current OS thread's SPDK thread.
     pub fn build(self) -> Result<Ring> {
         let thread = SpdkThread::require_current()?;
@@ -179,7 +200,13 @@ impl RingBuilder {
         let slots = queue.slot_count();
         let inbox = Pinned::from_value(Inbox::with_capacity(config.max_in_flight as usize + 8));
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
-        let driver = SpdkDriver::new(ring_id, slots, &*inbox, config.max_in_flight as usize);
+        // A lane without slots never takes an entry.
+        let lane_slots = if self.lane {
+            config.max_in_flight as usize
+        } else {
+            0
+        };
+        let driver = SpdkDriver::new(ring_id, slots, &*inbox, lane_slots);
         let ticks_hz = crate::clock::ticks_hz().max(1);
         Ok(Ring {
             queue: ManuallyDrop::new(queue),
@@ -228,6 +255,7 @@ impl Ring {
             cq_entries: None,
             max_in_flight: None,
             max_targets: 16,
+            lane: true,
         }
     }
 
@@ -461,7 +489,8 @@ impl Ring {
     /// Hands queued entries to SPDK. Returns how many left the SQ.
     pub fn submit(&mut self) -> usize {
         let before = self.driver.lane.sq_len();
-        self.driver.lane_submit();
+        let failed = self.driver.lane_submit();
+        self.queue.post_outside(failed);
         let started = before - self.driver.lane.sq_len();
         self.sync_lane();
         if !self.queue.has_work() {
@@ -477,26 +506,26 @@ impl Ring {
         }
     }
 
-    /// Tells the core what the lane holds and what it completed, unless
-    /// the core is idle: then nothing in it depends on either count. It
-    /// catches up in `submit`, before it takes any entry from its SQ
-    /// (completions reported then predate every entry it starts).
+    /// Tells the core what the lane holds, unless the core is idle: then
+    /// nothing in it depends on that count. It catches up in `submit`,
+    /// before it takes any entry from its SQ.
     #[inline]
     fn sync_lane(&mut self) {
         self.core_idle = self.queue.is_idle();
         if !self.core_idle {
-            self.sync_lane_now();
+            let pending = self.driver.lane.pending();
+            self.queue
+                .set_outside_pending(u32::try_from(pending).unwrap_or(u32::MAX));
         }
     }
 
+    /// Posts to the core the lane completions SPDK reported before the
+    /// core completion that noted `lane_before` (`u64::MAX`: all).
     #[inline]
-    fn sync_lane_now(&mut self) {
-        let pending = self.driver.lane.pending();
-        self.queue
-            .set_outside_pending(u32::try_from(pending).unwrap_or(u32::MAX));
-        let posted = self.driver.lane.take_newly_posted();
-        if posted != 0 {
-            self.queue.add_outside_posted(posted);
+    fn admit_lane(&mut self, lane_before: u64) {
+        let n = self.driver.lane.admit_until(lane_before);
+        if n != 0 {
+            self.queue.post_outside(n);
         }
     }
 
@@ -543,18 +572,18 @@ impl Ring {
     /// Takes one completion, if any is ready.
     #[inline]
     pub fn next_completion(&mut self) -> Option<Completion> {
-        if self.driver.lane.front().is_some() {
-            return self.reap().map(CompletionRef::into_owned);
+        match self.queue.front() {
+            CqFront::Outside(_) => self.reap().map(CompletionRef::into_owned),
+            CqFront::Own => self
+                .queue
+                .pop_completion_map(entry::IoOp::take_buffers)
+                .map(Completion::from_queue),
+            CqFront::Empty => {
+                // The end of a drain: it may have left the core idle.
+                self.core_idle = self.queue.is_idle();
+                None
+            }
         }
-        let completion = self
-            .queue
-            .pop_completion_map(entry::IoOp::take_buffers)
-            .map(Completion::from_queue);
-        if completion.is_none() {
-            // The end of a drain: it may have left the core idle.
-            self.core_idle = self.queue.is_idle();
-        }
-        completion
     }
 
     /// Takes the oldest completion in place: the returned handle reads it
@@ -584,16 +613,23 @@ impl Ring {
     /// ```
     #[inline]
     pub fn reap(&mut self) -> Option<CompletionRef<'_>> {
-        // Lane entries are older than the core's: their completions first.
-        if let Some(slot) = self.driver.lane.front() {
-            return Some(CompletionRef::lane(&mut self.driver, slot));
+        match self.queue.front() {
+            CqFront::Outside(flags) => {
+                let slot = self.driver.lane.front()?;
+                Some(CompletionRef::lane(
+                    &mut self.driver.lane,
+                    &mut self.queue,
+                    slot,
+                    flags,
+                ))
+            }
+            CqFront::Own => CompletionRef::front(&mut self.queue),
+            CqFront::Empty => {
+                // The end of a reap loop: reaping may have left the core idle.
+                self.core_idle = self.queue.is_idle();
+                None
+            }
         }
-        if self.queue.cq_len() == 0 {
-            // The end of a reap loop: reaping may have left the core idle.
-            self.core_idle = self.queue.is_idle();
-            return None;
-        }
-        CompletionRef::front(&mut self.queue)
     }
 
     /// Completions that ever had to wait in the overflow backlog.
@@ -621,8 +657,10 @@ impl Ring {
         self.queue.sq_len() + self.driver.lane.sq_len()
     }
 
+    /// Completions ready in the CQ (at most its size; beyond it they wait
+    /// in the overflow backlog).
     pub fn cq_len(&self) -> usize {
-        self.queue.cq_len() + self.driver.lane.cq_len()
+        self.queue.cq_len()
     }
 
     /// Entries taken from the SQ and not yet completed.
@@ -660,6 +698,7 @@ impl Ring {
             && !inbox.callback_panicked.get()
         {
             // Nothing came through the inbox (lane-only polls).
+            self.admit_lane(u64::MAX);
             self.driver.release_idle_targets();
             return;
         }
@@ -674,6 +713,8 @@ impl Ring {
     #[inline(never)]
     fn drain_inbox(&mut self) -> bool {
         while let Some(index) = self.inbox.done.pop() {
+            let lane_before = self.driver.slots[index as usize].lane_before.get();
+            self.admit_lane(lane_before);
             let target = self.driver.slots[index as usize].target.get();
             self.driver.note_done(target);
             // Read the result only now, right before it goes into its slot:
@@ -686,6 +727,7 @@ impl Ring {
         if !self.inbox.events.borrow().is_empty() {
             self.drain_events();
         }
+        self.admit_lane(u64::MAX);
         self.driver.release_idle_targets();
         self.inbox.callback_panicked.replace(false)
     }
@@ -701,7 +743,9 @@ impl Ring {
                     token,
                     target,
                     result,
+                    lane_before,
                 } => {
+                    self.admit_lane(lane_before);
                     self.driver.note_done(target);
                     self.queue.complete(token, result);
                 }
@@ -716,16 +760,15 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        self.driver.lane.cancel_queued();
+        let cancelled = self.driver.lane.cancel_queued();
+        self.queue.post_outside(cancelled);
         self.queue.cancel_unstarted();
         let deadline = Instant::now() + QUIESCE_TIMEOUT;
         loop {
-            // Reaping lane slots ends their targets' in-flight counts.
-            while self.driver.lane.front().is_some() {
-                self.driver.lane_pop();
-            }
+            // Freeing lane slots ends their targets' in-flight counts.
+            self.driver.lane.discard_finished();
             if self.queue.is_quiescent()
-                && self.driver.lane.running() == 0
+                && self.driver.lane.held_by_spdk() == 0
                 && self.driver.all_idle()
             {
                 break;
