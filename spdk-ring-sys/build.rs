@@ -75,6 +75,9 @@ fn build_with_spdk(install: &SpdkInstall) {
         .allowlist_function("spdk_.*")
         .allowlist_type("spdk_.*")
         .allowlist_var("SPDK_.*")
+        // Formats the va_list SPDK hands its log callback (spdk-ring's `log`
+        // bridge), declared with bindgen's own va_list type.
+        .allowlist_function("vsnprintf")
         // Packed structs that contain bitfield types bindgen gives
         // `#[repr(align)]`, which Rust rejects (E0588): kept opaque (correct
         // size and alignment); spdk-ring reads the few fields it needs.
