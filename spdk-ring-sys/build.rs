@@ -15,6 +15,8 @@ fn main() {
         "PKG_CONFIG_PATH",
         "PKG_CONFIG",
         "SPDK_RING_NO_SPDK",
+        "PKG_CONFIG_LIBDIR",
+        "LIBRARY_PATH",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -53,6 +55,12 @@ fn build_with_spdk(install: &SpdkInstall) {
     if let Some(dpdk_libs) = &install.dpdk_libs {
         plan.add_static_dpdk_dependencies(dpdk_libs, &default_dirs, &file_exists);
     }
+    if let Some(missing) = plan.missing_libraries(&link_time_dirs(&default_dirs), &file_exists) {
+        panic!(
+            "spdk-ring-sys: SPDK found via {}: {missing}",
+            install.origin
+        );
+    }
     for line in plan.cargo_directives() {
         println!("{line}");
     }
@@ -75,6 +83,9 @@ fn build_with_spdk(install: &SpdkInstall) {
         .allowlist_function("spdk_.*")
         .allowlist_type("spdk_.*")
         .allowlist_var("SPDK_.*")
+        // Formats the va_list SPDK hands its log callback (spdk-ring's `log`
+        // bridge), declared with bindgen's own va_list type.
+        .allowlist_function("vsnprintf")
         // Packed structs that contain bitfield types bindgen gives
         // `#[repr(align)]`, which Rust rejects (E0588): kept opaque (correct
         // size and alignment); spdk-ring reads the few fields it needs.
@@ -127,4 +138,17 @@ fn default_lib_dirs() -> Vec<PathBuf> {
     .iter()
     .map(PathBuf::from)
     .collect()
+}
+
+/// `default_dirs` and `LIBRARY_PATH` (which the C compiler driver hands the
+/// linker): where a library must be for the link to find it.
+fn link_time_dirs(default_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let from_env = env::var_os("LIBRARY_PATH")
+        .map(|dirs| env::split_paths(&dirs).collect::<Vec<_>>())
+        .unwrap_or_default();
+    from_env
+        .into_iter()
+        .filter(|d| !d.as_os_str().is_empty())
+        .chain(default_dirs.iter().cloned())
+        .collect()
 }

@@ -9,9 +9,9 @@ pub mod locate;
 pub mod pkgconfig;
 pub mod version;
 
-pub use link::{LibKind, LinkItem, LinkPlan};
+pub use link::{LibKind, LinkItem, LinkPlan, MissingLibraries};
 pub use locate::{
     locate, LocateError, Located, SpdkInstall, SPDK_OPTIONAL_MODULES, SPDK_REQUIRED_MODULES,
 };
-pub use pkgconfig::{PkgConfig, SystemPkgConfig};
+pub use pkgconfig::{summarize_error, PkgConfig, SearchPath, SystemPkgConfig};
 pub use version::SpdkVersion;

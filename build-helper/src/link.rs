@@ -8,6 +8,7 @@
 //! symbol twice), while an ordinary library is kept at its *last* position so
 //! that every earlier user of it is satisfied.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// How one library is linked.
@@ -38,6 +39,44 @@ pub struct LinkPlan {
     /// markers); cargo cannot forward these to dependents, so the build
     /// script reports them.
     pub unhandled: Vec<String>,
+}
+
+/// SPDK or DPDK libraries the plan links that no searched directory holds
+/// (neither `lib<name>.a` nor `lib<name>.so`): a half-finished install,
+/// or a DPDK without a library this SPDK links. Said in one line instead
+/// of the linker's "cannot find -l..." and undefined references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingLibraries {
+    pub names: Vec<String>,
+    pub looked_in: Vec<PathBuf>,
+}
+
+impl fmt::Display for MissingLibraries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let files: Vec<String> = self.names.iter().map(|n| format!("lib{n}")).collect();
+        let dirs: Vec<String> = self
+            .looked_in
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        write!(
+            f,
+            "SPDK's pkg-config files link {}, but no .a or .so of {} is in {}",
+            files.join(", "),
+            if files.len() == 1 { "it" } else { "them" },
+            dirs.join(", ")
+        )?;
+        if self.names.iter().any(|n| n.starts_with("spdk_")) {
+            f.write_str("; SPDK's install is incomplete: run its `make install` again")?;
+        }
+        if self.names.iter().any(|n| n.starts_with("rte_")) {
+            f.write_str(
+                "; the DPDK found lacks libraries this SPDK links: build SPDK against a DPDK that \
+                 has them (README: Getting SPDK)",
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// One token of pkg-config output, classified.
@@ -209,6 +248,35 @@ impl LinkPlan {
         self.libs = dedup_preserving_link_semantics(libs);
     }
 
+    /// The SPDK and DPDK libraries (the ones whose absence is an install
+    /// problem, not a system one) that neither the `-L` directories nor
+    /// `default_dirs` hold.
+    pub fn missing_libraries(
+        &self,
+        default_dirs: &[PathBuf],
+        file_exists: &dyn Fn(&Path) -> bool,
+    ) -> Option<MissingLibraries> {
+        let mut looked_in: Vec<PathBuf> = Vec::new();
+        for dir in self.search_dirs.iter().chain(default_dirs) {
+            if !looked_in.contains(dir) {
+                looked_in.push(dir.clone());
+            }
+        }
+        let installed = |name: &str| {
+            looked_in.iter().any(|dir| {
+                file_exists(&dir.join(format!("lib{name}.a")))
+                    || file_exists(&dir.join(format!("lib{name}.so")))
+            })
+        };
+        let names: Vec<String> = self
+            .libs
+            .iter()
+            .filter(|l| registers_from_constructors(&l.name) && !installed(&l.name))
+            .map(|l| l.name.clone())
+            .collect();
+        (!names.is_empty()).then_some(MissingLibraries { names, looked_in })
+    }
+
     /// True when at least one SPDK library is linked statically.
     pub fn is_static(&self) -> bool {
         self.libs
@@ -364,6 +432,65 @@ mod tests {
             .iter()
             .any(|l| l.name == "mlx5" || l.name.starts_with("rte_net_")));
         assert_eq!(plan.libs.iter().filter(|l| l.name == "rte_eal").count(), 1);
+    }
+
+    #[test]
+    fn complete_recorded_install_misses_no_library() {
+        let libs = include_str!("../tests/fixtures/libs-static-usr-local.txt");
+        let files = recorded_install_archives(libs, "/usr/local/lib");
+        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+        let defaults = [PathBuf::from("/usr/lib/x86_64-linux-gnu")];
+        let fs = fs_with(&refs);
+        let plan = LinkPlan::from_pkg_config(libs, &defaults, &fs);
+        assert_eq!(plan.missing_libraries(&defaults, &fs), None);
+    }
+
+    #[test]
+    fn half_installed_spdk_libraries_are_named_in_one_line() {
+        let libs = include_str!("../tests/fixtures/libs-static-usr-local.txt");
+        let files = recorded_install_archives(libs, "/usr/local/lib");
+        let gone = [
+            "/usr/local/lib/libspdk_bdev_malloc.a",
+            "/usr/local/lib/libspdk_event_bdev.a",
+        ];
+        let refs: Vec<&str> = files
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !gone.contains(f))
+            .collect();
+        let defaults = [PathBuf::from("/usr/lib/x86_64-linux-gnu")];
+        let fs = fs_with(&refs);
+        let plan = LinkPlan::from_pkg_config(libs, &defaults, &fs);
+        let missing = plan.missing_libraries(&defaults, &fs).unwrap();
+        assert_eq!(missing.names, ["spdk_event_bdev", "spdk_bdev_malloc"]);
+        assert_eq!(
+            missing.to_string(),
+            "SPDK's pkg-config files link libspdk_event_bdev, libspdk_bdev_malloc, but no .a or \
+             .so of them is in /usr/local/lib, /usr/lib/x86_64-linux-gnu; SPDK's install is \
+             incomplete: run its `make install` again"
+        );
+    }
+
+    #[test]
+    fn dpdk_without_rte_log_is_named_as_a_dpdk_problem() {
+        // Upstream SPDK links rte_log and rte_argparse, which DPDK 22.11
+        // does not have; the recorded install has every other library.
+        let recorded = include_str!("../tests/fixtures/libs-static-usr-local.txt");
+        let libs = format!("{} -lrte_log -lrte_argparse", recorded.trim());
+        let files = recorded_install_archives(recorded, "/usr/local/lib");
+        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+        let defaults = [PathBuf::from("/usr/lib/x86_64-linux-gnu")];
+        let fs = fs_with(&refs);
+        let plan = LinkPlan::from_pkg_config(&libs, &defaults, &fs);
+        let missing = plan.missing_libraries(&defaults, &fs).unwrap();
+        assert_eq!(missing.names, ["rte_log", "rte_argparse"]);
+        let text = missing.to_string();
+        assert!(
+            text.contains("link librte_log, librte_argparse, but"),
+            "{text}"
+        );
+        assert!(text.ends_with("the DPDK found lacks libraries this SPDK links: build SPDK against a DPDK that has them (README: Getting SPDK)"), "{text}");
+        assert!(!text.contains("make install"), "{text}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! pkg-config's own search path (`PKG_CONFIG_PATH`, then the defaults, which
 //! include `/usr/local`).
 
-use crate::pkgconfig::PkgConfig;
+use crate::pkgconfig::{summarize_error, PkgConfig, SearchPath};
 use crate::version::SpdkVersion;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -61,20 +61,31 @@ pub enum Located {
 }
 
 /// SPDK was asked for (or half found) but cannot be used: the build stops
-/// with this message instead of silently leaving SPDK out.
+/// with this one-line message (what was looked for, and where) instead of
+/// silently leaving SPDK out or failing later at the link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocateError {
     SpdkDirInvalid {
         dir: PathBuf,
         looked_in: Vec<PathBuf>,
     },
+    /// Required modules whose `.pc` file is nowhere in the search path.
     ModulesMissing {
         origin: String,
         missing: Vec<String>,
+        searched: String,
+    },
+    /// A `.pc` file that exists but pkg-config cannot resolve (a file it
+    /// requires is missing).
+    Unresolvable {
+        pc_file: PathBuf,
+        problem: String,
+        searched: String,
     },
     PkgConfig {
         origin: String,
         message: String,
+        searched: String,
     },
     VersionUnknown {
         origin: String,
@@ -91,17 +102,23 @@ impl fmt::Display for LocateError {
                 dir.display(),
                 display_paths(looked_in)
             ),
-            LocateError::ModulesMissing { origin, missing } => write!(
+            LocateError::ModulesMissing { origin, missing, searched } => write!(
                 f,
-                "SPDK found via {origin} lacks pkg-config modules {}; rebuild or reinstall SPDK with them",
-                missing.join(", ")
+                "SPDK found via {origin} has no {} in pkg-config's search path ({searched}); rebuild or reinstall SPDK with them",
+                missing.iter().map(|m| format!("{m}.pc")).collect::<Vec<_>>().join(", ")
             ),
-            LocateError::PkgConfig { origin, message } => {
-                write!(f, "pkg-config failed for SPDK found via {origin}: {message}")
-            }
+            LocateError::Unresolvable { pc_file, problem, searched } => write!(
+                f,
+                "{} is installed but pkg-config cannot use it: {problem}; searched {searched}; finish SPDK's `make install`, or add the directory holding the missing files to PKG_CONFIG_PATH",
+                pc_file.display()
+            ),
+            LocateError::PkgConfig { origin, message, searched } => write!(
+                f,
+                "pkg-config failed for SPDK found via {origin}: {message}; searched {searched}"
+            ),
             LocateError::VersionUnknown { origin, looked_in } => write!(
                 f,
-                "SPDK found via {origin} but spdk/version.h is not under {}",
+                "SPDK found via {origin} but spdk/version.h is not under {} (SPDK's headers not installed?)",
                 display_paths(looked_in)
             ),
         }
@@ -120,6 +137,7 @@ fn display_paths(paths: &[PathBuf]) -> String {
 
 /// Looks for SPDK. `spdk_dir` is the value of `SPDK_DIR`, if set.
 pub fn locate(spdk_dir: Option<&Path>, host: &dyn PkgConfig) -> Result<Located, LocateError> {
+    let mut search = host.search_path();
     let (pkg_config_dir, origin) = match spdk_dir {
         Some(dir) => {
             let looked_in: Vec<PathBuf> =
@@ -142,28 +160,41 @@ pub fn locate(spdk_dir: Option<&Path>, host: &dyn PkgConfig) -> Result<Located, 
             )
         }
         None => {
-            if let Err(message) = host.query(None, &["--exists", "spdk_bdev"]) {
-                let detail = if message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {message}")
+            if host.query(None, &["--exists", "spdk_bdev"]).is_err() {
+                return match search.find("spdk_bdev.pc", host) {
+                    Some(pc_file) => Err(unresolvable(host, &search, "spdk_bdev", pc_file)),
+                    None => Ok(Located::Absent {
+                        why: format!("no spdk_bdev.pc in pkg-config's search path ({search})"),
+                    }),
                 };
-                return Ok(Located::Absent {
-                    why: format!("pkg-config does not know spdk_bdev{detail}"),
-                });
             }
             (None, "pkg-config".to_string())
         }
     };
+    search.extra = pkg_config_dir.clone();
     let extra = pkg_config_dir.as_deref();
+    let pkg_config_error = |message: String| LocateError::PkgConfig {
+        origin: origin.clone(),
+        message: summarize_error(&message),
+        searched: search.to_string(),
+    };
 
-    let missing: Vec<String> = SPDK_REQUIRED_MODULES
-        .iter()
-        .filter(|m| host.query(extra, &["--exists", m]).is_err())
-        .map(|m| m.to_string())
-        .collect();
+    let mut missing = Vec::new();
+    for module in SPDK_REQUIRED_MODULES {
+        if host.query(extra, &["--exists", module]).is_ok() {
+            continue;
+        }
+        match search.find(&format!("{module}.pc"), host) {
+            Some(pc_file) => return Err(unresolvable(host, &search, module, pc_file)),
+            None => missing.push(module.to_string()),
+        }
+    }
     if !missing.is_empty() {
-        return Err(LocateError::ModulesMissing { origin, missing });
+        return Err(LocateError::ModulesMissing {
+            origin,
+            missing,
+            searched: search.to_string(),
+        });
     }
     let mut modules: Vec<String> = SPDK_REQUIRED_MODULES
         .iter()
@@ -180,20 +211,10 @@ pub fn locate(spdk_dir: Option<&Path>, host: &dyn PkgConfig) -> Result<Located, 
 
     let mut args: Vec<&str> = vec!["--libs", "--static"];
     args.extend(modules.iter().map(String::as_str));
-    let libs = host
-        .query(extra, &args)
-        .map_err(|message| LocateError::PkgConfig {
-            origin: origin.clone(),
-            message,
-        })?;
+    let libs = host.query(extra, &args).map_err(pkg_config_error)?;
     args[0] = "--cflags";
     args.remove(1);
-    let cflags = host
-        .query(extra, &args)
-        .map_err(|message| LocateError::PkgConfig {
-            origin: origin.clone(),
-            message,
-        })?;
+    let cflags = host.query(extra, &args).map_err(pkg_config_error)?;
 
     let include_dirs: Vec<PathBuf> = cflags
         .split_whitespace()
@@ -235,6 +256,27 @@ pub fn locate(spdk_dir: Option<&Path>, host: &dyn PkgConfig) -> Result<Located, 
     }))
 }
 
+/// `module`'s `.pc` file exists, yet pkg-config refused it: its own words why.
+fn unresolvable(
+    host: &dyn PkgConfig,
+    search: &SearchPath,
+    module: &str,
+    pc_file: PathBuf,
+) -> LocateError {
+    let stderr = host
+        .query(
+            search.extra.as_deref(),
+            &["--print-errors", "--exists", module],
+        )
+        .err()
+        .unwrap_or_default();
+    LocateError::Unresolvable {
+        pc_file,
+        problem: summarize_error(&stderr),
+        searched: search.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +287,9 @@ mod tests {
     #[derive(Default)]
     struct Recorded {
         modules: Vec<&'static str>,
+        /// Modules whose `.pc` pkg-config refuses, with what it says then.
+        refused: HashMap<&'static str, &'static str>,
+        search: SearchPath,
         libs: &'static str,
         dpdk_libs: &'static str,
         cflags: &'static str,
@@ -260,6 +305,8 @@ mod tests {
                 return Err(format!("unexpected extra dir {extra:?}"));
             }
             match args[0] {
+                "--print-errors" => Err(self.refused.get(args[2]).unwrap_or(&"").to_string()),
+                "--exists" if self.refused.contains_key(args[1]) => Err(String::new()),
                 "--exists" if self.modules.contains(&args[1]) => Ok(String::new()),
                 "--exists" => Err(String::new()),
                 "--libs" if args.contains(&"libdpdk") => Ok(self.dpdk_libs.to_string()),
@@ -274,7 +321,25 @@ mod tests {
         fn read_file(&self, path: &Path) -> Option<String> {
             self.files.get(path).cloned()
         }
+        fn search_path(&self) -> SearchPath {
+            self.search.clone()
+        }
     }
+
+    /// pkg-config's own directories on Debian 12, nothing in PKG_CONFIG_PATH.
+    fn debian_search_path() -> SearchPath {
+        SearchPath {
+            defaults: crate::pkgconfig::parse_dir_list(include_str!(
+                "../tests/fixtures/pc-path-debian.txt"
+            )),
+            ..Default::default()
+        }
+    }
+
+    const DEBIAN_SEARCHED: &str =
+        "PKG_CONFIG_PATH unset, then /usr/local/lib/x86_64-linux-gnu/pkgconfig:\
+        /usr/local/lib/pkgconfig:/usr/local/share/pkgconfig:/usr/lib/x86_64-linux-gnu/pkgconfig:\
+        /usr/lib/pkgconfig:/usr/share/pkgconfig";
 
     const ALL_MODULES: &[&str] = &[
         "spdk_bdev",
@@ -303,6 +368,7 @@ mod tests {
             dpdk_libs: include_str!("../tests/fixtures/libdpdk-static-debian.txt"),
             cflags: include_str!("../tests/fixtures/cflags-usr-local.txt"),
             files,
+            search: debian_search_path(),
             ..Default::default()
         }
     }
@@ -339,12 +405,68 @@ mod tests {
     }
 
     #[test]
-    fn absent_spdk_is_not_an_error() {
-        let host = Recorded::default();
+    fn absent_spdk_is_not_an_error_and_names_the_search_path() {
+        let host = Recorded {
+            search: debian_search_path(),
+            ..Default::default()
+        };
         assert_eq!(
             locate(None, &host).unwrap(),
             Located::Absent {
-                why: "pkg-config does not know spdk_bdev".into()
+                why: format!("no spdk_bdev.pc in pkg-config's search path ({DEBIAN_SEARCHED})")
+            }
+        );
+    }
+
+    /// The install of the recorded wall: spdk_bdev.pc in place, spdk_util.pc
+    /// (which nearly every SPDK module requires) gone.
+    fn recorded_without_spdk_util() -> Recorded {
+        let mut host = recorded_usr_local();
+        host.files.insert(
+            PathBuf::from("/usr/local/lib/pkgconfig/spdk_bdev.pc"),
+            String::new(),
+        );
+        host.refused.insert(
+            "spdk_bdev",
+            include_str!("../tests/fixtures/pkgconf-exists-spdk_bdev-without-spdk_util.txt"),
+        );
+        host
+    }
+
+    #[test]
+    fn half_installed_spdk_is_one_line_naming_the_missing_pc_file() {
+        let host = recorded_without_spdk_util();
+        let text = locate(None, &host).unwrap_err().to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(
+            text.starts_with(
+                "/usr/local/lib/pkgconfig/spdk_bdev.pc is installed but pkg-config cannot use it: \
+                 missing spdk_util.pc (required by spdk_accel.pc); searched "
+            ),
+            "{text}"
+        );
+        assert!(text.contains(DEBIAN_SEARCHED), "{text}");
+    }
+
+    #[test]
+    fn spdk_dir_module_with_a_missing_requirement_is_named() {
+        let mut host = recorded_usr_local();
+        let dir = PathBuf::from("/srv/spdk/build/lib/pkgconfig");
+        host.files.insert(dir.join("spdk_bdev.pc"), String::new());
+        host.files
+            .insert(dir.join("spdk_env_dpdk.pc"), String::new());
+        host.expected_dir = Some(dir.clone());
+        host.refused.insert(
+            "spdk_env_dpdk",
+            include_str!("../tests/fixtures/pkgconf-libs-without-spdk_dpdklibs.txt"),
+        );
+        let err = locate(Some(Path::new("/srv/spdk")), &host).unwrap_err();
+        assert_eq!(
+            err,
+            LocateError::Unresolvable {
+                pc_file: dir.join("spdk_env_dpdk.pc"),
+                problem: "missing spdk_dpdklibs.pc (required by spdk_env_dpdk.pc)".into(),
+                searched: format!("{}, then {DEBIAN_SEARCHED}", dir.display()),
             }
         );
     }
@@ -376,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_required_module_is_named() {
+    fn missing_required_module_is_named_with_the_search_path() {
         let mut host = recorded_usr_local();
         host.modules.retain(|m| *m != "spdk_blob_bdev");
         let err = locate(None, &host).unwrap_err();
@@ -384,9 +506,13 @@ mod tests {
             err,
             LocateError::ModulesMissing {
                 origin: "pkg-config".into(),
-                missing: vec!["spdk_blob_bdev".into()]
+                missing: vec!["spdk_blob_bdev".into()],
+                searched: DEBIAN_SEARCHED.into(),
             }
         );
+        assert!(err
+            .to_string()
+            .starts_with("SPDK found via pkg-config has no spdk_blob_bdev.pc in pkg-config's search path (PKG_CONFIG_PATH unset, then /usr/local/lib/x86_64-linux-gnu/pkgconfig:"));
     }
 
     #[test]

@@ -114,6 +114,9 @@ impl SpdkAppBuilder {
         opts.print_level = env.log_level.to_sys();
 
         claim_init()?;
+        // spdk_app_start opens its log again with opts.log, after the
+        // environment is up; installing it now routes start-up lines too.
+        opts.log = env.start_logging();
         let env = finish_init(EnvOwner::App, keep, true).expect("ok=true yields a token");
         let mut state = StartState::<F> {
             start: Some(start),

@@ -98,7 +98,8 @@ pub fn is_initialized() -> bool {
     STATE.load(Ordering::Acquire) == READY
 }
 
-/// SPDK's log levels, for what SPDK prints to stderr.
+/// SPDK's log levels, for what SPDK prints to stderr (when it keeps its
+/// own output, see [`LogOutput`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogLevel {
     Disabled,
@@ -129,6 +130,70 @@ impl LogLevel {
     }
 }
 
+/// Where SPDK's log lines go.
+///
+/// With the `log` feature (on by default) they can become records of the
+/// [`log`](https://docs.rs/log) facade: SPDK's ERROR, WARN, NOTICE, INFO and
+/// DEBUG as `Error`, `Warn`, `Info`, `Debug` and `Trace`; target
+/// `spdk::<source file stem>` (`spdk::bdev` for SPDK's `bdev.c`, `spdk` for
+/// lines without a source file); SPDK's file and line as the record's, its
+/// function as the `function` key-value. The `log` logger's filter then
+/// decides what is kept ([`LogLevel`] only filters SPDK's own stderr output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogOutput {
+    /// `log` records if a logger is active when SPDK starts (its maximum
+    /// level is above `Off`: install the logger first), else SPDK's own
+    /// stderr output, so that SPDK's errors are never silently lost.
+    /// Without the `log` feature, always stderr.
+    #[default]
+    Auto,
+    /// SPDK's own stderr lines, filtered by [`LogLevel`].
+    Stderr,
+    /// Always `log` records.
+    ///
+    /// ```no_run
+    /// use spdk_ring::{BdevDesc, LogOutput, OpenMode, SpdkRuntime};
+    ///
+    /// struct Stderr;
+    /// impl log::Log for Stderr {
+    ///     fn enabled(&self, _: &log::Metadata) -> bool {
+    ///         true
+    ///     }
+    ///     fn log(&self, record: &log::Record) {
+    ///         eprintln!("{} {}: {}", record.level(), record.target(), record.args());
+    ///     }
+    ///     fn flush(&self) {}
+    /// }
+    ///
+    /// log::set_logger(&Stderr).unwrap();
+    /// log::set_max_level(log::LevelFilter::Info);
+    /// let _rt = SpdkRuntime::builder()
+    ///     .no_huge(true)
+    ///     .mem_size_mb(1024)
+    ///     .log_output(LogOutput::RustLog)
+    ///     .build()?;
+    /// // Prints "INFO spdk::bdev: Currently unable to find bdev with name: Missing".
+    /// assert!(BdevDesc::open("Missing", OpenMode::ReadOnly).is_err());
+    /// # Ok::<(), spdk_ring::Error>(())
+    /// ```
+    #[cfg(feature = "log")]
+    RustLog,
+}
+
+impl LogOutput {
+    /// SPDK's log callback for this choice; `None` keeps SPDK's stderr output.
+    fn callback(self) -> sys::spdk_log_cb {
+        match self {
+            LogOutput::Stderr => None,
+            #[cfg(feature = "log")]
+            LogOutput::RustLog => crate::log::CALLBACK,
+            #[cfg(feature = "log")]
+            LogOutput::Auto if ::log::max_level() > ::log::LevelFilter::Off => crate::log::CALLBACK,
+            LogOutput::Auto => None,
+        }
+    }
+}
+
 /// Environment options. Defaults are SPDK's own (hugepages, PCI scanning,
 /// core 0), except the log level, which is [`LogLevel::Warning`].
 ///
@@ -145,6 +210,7 @@ pub struct SpdkEnvBuilder {
     pub(crate) no_pci: bool,
     pub(crate) no_huge: bool,
     pub(crate) log_level: LogLevel,
+    pub(crate) log_output: LogOutput,
 }
 
 impl Default for SpdkEnvBuilder {
@@ -158,6 +224,7 @@ impl Default for SpdkEnvBuilder {
             no_pci: false,
             no_huge: false,
             log_level: LogLevel::default(),
+            log_output: LogOutput::default(),
         }
     }
 }
@@ -203,9 +270,16 @@ macro_rules! env_setters {
             self$($field)*.no_pci |= yes;
             self
         }
-        /// What SPDK prints to stderr.
+        /// What SPDK prints to stderr when it keeps its own output (see
+        /// [`log_output`](Self::log_output)).
         pub fn log_level(mut self, level: $crate::env::LogLevel) -> Self {
             self$($field)*.log_level = level;
+            self
+        }
+        /// Where SPDK's log lines go: `log` records or SPDK's own stderr
+        /// output (default [`LogOutput::Auto`](crate::LogOutput::Auto)).
+        pub fn log_output(mut self, output: $crate::env::LogOutput) -> Self {
+            self$($field)*.log_output = output;
             self
         }
     };
@@ -237,6 +311,20 @@ impl SpdkEnvBuilder {
             }
         }
         Ok(())
+    }
+
+    /// Sets SPDK's print level and, for `log` records, installs the
+    /// callback (before SPDK starts, so start-up lines are routed too).
+    /// Returns the callback, for `spdk_app_opts.log`.
+    pub(crate) fn start_logging(&self) -> sys::spdk_log_cb {
+        self.log_level.apply();
+        let callback = self.log_output.callback();
+        if callback.is_some() {
+            // SAFETY: SPDK only stores the pointer; the callback is a plain
+            // function that lives as long as the process.
+            unsafe { sys::spdk_log_open(callback) };
+        }
+        callback
     }
 
     /// Fills `spdk_env_opts` and keeps the strings they point to.
@@ -278,7 +366,7 @@ impl SpdkEnvBuilder {
     pub fn build(self) -> Result<SpdkEnv> {
         let (opts, args) = self.to_env_opts()?;
         claim_init()?;
-        self.log_level.apply();
+        self.start_logging();
         // SAFETY: opts is initialised by spdk_env_opts_init and its strings
         // (in `args`) outlive the environment via the token.
         let rc = unsafe { sys::spdk_env_init(&opts) };

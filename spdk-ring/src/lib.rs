@@ -17,6 +17,13 @@
 //! the build prints a warning saying how to enable the rest;
 //! [`SPDK_AVAILABLE`] tells which build this is.
 //!
+//! ## Logging
+//! With the `log` feature (on by default), SPDK's own log lines become
+//! records of the `log` facade (target `spdk::<component>`, such as
+//! `spdk::bdev`) once a logger is installed before SPDK starts; otherwise,
+//! or with [`LogOutput::Stderr`], SPDK prints them to stderr as it always
+//! does. See [`LogOutput`].
+//!
 //! ## Thread safety
 //! | Type | Send | Sync | Why |
 //! |------|------|------|-----|
@@ -55,6 +62,8 @@ pub mod clock;
 pub mod dma;
 #[cfg(spdk)]
 pub mod env;
+#[cfg(all(spdk, feature = "log"))]
+mod log;
 #[cfg(spdk)]
 pub mod nvme;
 #[cfg(spdk)]
@@ -71,7 +80,7 @@ pub use bdev::{Bdev, BdevDesc, IoChannel, IoTypes, OpenMode};
 #[cfg(spdk)]
 pub use dma::{DmaBuf, DEFAULT_DMA_ALIGN};
 #[cfg(spdk)]
-pub use env::{is_initialized as env_is_initialized, LogLevel, SpdkEnv, SpdkEnvBuilder};
+pub use env::{is_initialized as env_is_initialized, LogLevel, LogOutput, SpdkEnv, SpdkEnvBuilder};
 pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{

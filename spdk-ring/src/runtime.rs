@@ -156,7 +156,7 @@ impl SpdkRuntimeBuilder {
         }
         let (opts, args) = self.env.to_env_opts()?;
         claim_init()?;
-        self.env.log_level.apply();
+        self.env.start_logging();
         // SAFETY: opts comes from spdk_env_opts_init; its strings live in
         // `args`, which the env token keeps for the environment's lifetime.
         let rc = unsafe { sys::spdk_env_init(&opts) };
