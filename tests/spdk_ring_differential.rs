@@ -22,8 +22,8 @@ report_skipped_without_spdk!();
 mod differential {
     use super::common::*;
     use spdk_ring::{
-        opcode, BdevDesc, CompletionFlags, DmaBuf, Entry, EntryFlags, JsonConfig, OpenMode, Ring,
-        SpdkThread, Target,
+        opcode, BdevDesc, CompletionFlags, DmaBuf, Entry, EntryFlags, IoFailure, JsonConfig,
+        OpenMode, Ring, SpdkThread, Target,
     };
     use std::time::Duration;
 
@@ -326,24 +326,21 @@ mod differential {
 
     /// Takes one completion, in place or owned, as a caller would.
     fn take_one(ring: &mut Ring, in_place: bool) -> Option<Seen> {
+        let seen =
+            |user_data, result: Result<u64, IoFailure>, flags, buf: Option<DmaBuf>| Seen::Done {
+                user_data,
+                result: result.map_err(|e| e.errno().0),
+                flags,
+                data: buf.map(|b| digest(&b)),
+            };
         if in_place {
             let mut done = ring.reap()?;
-            let data = done.take_buf().map(|b| digest(&b));
-            Some(Seen::Done {
-                user_data: done.user_data(),
-                result: done.result().map_err(|e| e.errno().0),
-                flags: done.flags(),
-                data,
-            })
+            let buf = done.take_buf();
+            Some(seen(done.user_data(), done.result(), done.flags(), buf))
         } else {
             let mut done = ring.next_completion()?;
-            let data = done.take_buf().map(|b| digest(&b));
-            Some(Seen::Done {
-                user_data: done.user_data(),
-                result: done.result().map_err(|e| e.errno().0),
-                flags: done.flags(),
-                data,
-            })
+            let buf = done.take_buf();
+            Some(seen(done.user_data(), done.result(), done.flags(), buf))
         }
     }
 
