@@ -168,11 +168,17 @@ impl CqOrder {
         if outside_left == 0 {
             self.front.len = 0;
             if !self.rest.is_empty() {
-                self.rest.clear();
+                self.clear_rest();
             }
         } else if self.front.len == 0 {
             self.next_run();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn clear_rest(&mut self) {
+        self.rest.clear();
     }
 
     #[cold]

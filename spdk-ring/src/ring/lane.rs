@@ -591,7 +591,7 @@ impl Lane {
         // Usually taken already: look before taking, so the common case
         // writes nothing back.
         if slot_holds_buf(slot) {
-            drop(slot.buf.take());
+            drop_buf(slot);
         }
         self.push_free(slot);
     }
@@ -811,6 +811,13 @@ impl SpdkDriver {
 enum LaneStartError {
     NoMem(u32),
     Failed(i32),
+}
+
+/// Out of line: the rare case, kept off the caller's reap loop.
+#[cold]
+#[inline(never)]
+fn drop_buf(slot: &LaneSlot) {
+    drop(slot.buf.take());
 }
 
 fn slot_holds_buf(slot: &LaneSlot) -> bool {
