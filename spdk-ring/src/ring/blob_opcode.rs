@@ -25,8 +25,7 @@
 use super::io_entry;
 use crate::blob::{Blob, BlobId, BlobOptions, Blobstore, PreparedBlobOpts};
 use crate::dma::DmaBuf;
-use crate::ring::driver::blob_io::{BlobOp, OpenedBlob, WHOLE_BUFFER_UNITS};
-use crate::ring::entry::IoKind;
+use crate::ring::op::{BlobOp, IoKind, OpenedBlob, WHOLE_BUFFER_UNITS};
 use crate::ring::{Entry, Target};
 
 fn blob_entry(target: Target, op: BlobOp) -> Entry {

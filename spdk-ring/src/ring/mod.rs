@@ -75,12 +75,16 @@
 //! the CQ (default: twice the SQ) so that draining once per poll keeps it
 //! from filling.
 
+mod completion;
 mod driver;
 mod entry;
+mod op;
 pub mod opcode;
 
+pub use completion::{Completion, CompletionRef, IoFailure};
 pub use driver::MAX_IOVECS;
-pub use entry::{Completion, CompletionRef, Entry, IoFailure, NvmeCommand, PushError};
+pub use entry::{Entry, PushError};
+pub use op::NvmeCommand;
 
 use crate::bdev::BdevDesc;
 use crate::error::{Errno, Error, Result};
@@ -135,7 +139,7 @@ impl EntryFootprint {
         // Per slot: the queued entry plus the SPDK callback context (the
         // iovecs for vectored I/O, `MAX_IOVECS` per slot, come on top).
         let slot =
-            crate::queue::RingQueue::<entry::IoOp>::bytes_per_slot() + size_of::<driver::SlotCtx>();
+            crate::queue::RingQueue::<op::IoOp>::bytes_per_slot() + size_of::<driver::SlotCtx>();
         EntryFootprint {
             sq_entry: size_of::<u32>() + slot,
             cq_entry: size_of::<u32>() + slot,
@@ -228,7 +232,7 @@ impl RingBuilder {
 pub struct Ring {
     // Dropped by hand, in this order, only once SPDK has returned every
     // callback; leaked if it never does.
-    queue: ManuallyDrop<RingQueue<entry::IoOp>>,
+    queue: ManuallyDrop<RingQueue<op::IoOp>>,
     driver: ManuallyDrop<SpdkDriver>,
     inbox: ManuallyDrop<Pinned<Inbox>>,
     thread: SpdkThread,
@@ -420,7 +424,7 @@ impl Ring {
     fn push_to_lane(&mut self, entry: Entry) -> std::result::Result<(), Entry> {
         use crate::queue::{EntryKind, Submission};
         use driver::lane::LaneIo;
-        use entry::{IoKind, IoOp};
+        use op::{IoKind, IoOp};
         let lane_ok = |flags: crate::queue::EntryFlags, target_ring: u32, target: TargetId| {
             flags.is_empty() && target_ring == self.ring_id && self.driver.lane_serves(target.0)
         };
@@ -576,7 +580,7 @@ impl Ring {
             CqFront::Outside(_) => self.reap().map(CompletionRef::into_owned),
             CqFront::Own => self
                 .queue
-                .pop_completion_map(entry::IoOp::take_buffers)
+                .pop_completion_map(op::IoOp::take_buffers)
                 .map(Completion::from_queue),
             CqFront::Empty => {
                 // The end of a drain: it may have left the core idle.

@@ -9,7 +9,8 @@
 //! Invalid combinations are not push errors: the entry completes with an
 //! errno, see [`Ring`](super::Ring) for the table.
 
-use super::entry::{encode_num_blocks, Entry, IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
+use super::entry::Entry;
+use super::op::{encode_num_blocks, IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
 use super::Target;
 use crate::dma::DmaBuf;
 use crate::queue::{EntryKind, Submission};

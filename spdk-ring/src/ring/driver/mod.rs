@@ -9,7 +9,7 @@
 //! SPDK runs synchronously inside a submit call is as safe as one that runs
 //! later.
 
-use super::entry::{IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
+use super::op::{IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
 use crate::bdev::{BdevDesc, IoChannel, IoTypes, OpenMode};
 use crate::nvme::NvmeController;
 use crate::pinned::Pinned;
@@ -21,9 +21,7 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
-#[path = "blob_io.rs"]
-pub(crate) mod blob_io;
-#[path = "lane.rs"]
+pub(crate) mod blob;
 pub(crate) mod lane;
 
 /// Queue ids set aside after a rejected qpair connect, before waiting instead.
@@ -451,7 +449,7 @@ pub(crate) struct TargetState {
     pub(crate) in_flight: u32,
     wait: Pinned<WaitCtx>,
     /// For blobstore targets (no channel, descriptor or bdev).
-    pub(crate) blob: Option<blob_io::BlobTarget>,
+    pub(crate) blob: Option<blob::BlobTarget>,
 }
 
 impl TargetState {
@@ -478,7 +476,7 @@ pub(crate) struct SpdkDriver {
     iovecs: Pinned<[SlotIovecs]>,
     inbox: *const Inbox,
     /// Per-slot state of blob calls, once a blobstore is registered.
-    blob: Option<blob_io::BlobState>,
+    blob: Option<blob::BlobState>,
     /// The light path for plain reads and writes (see [`lane`]).
     pub(crate) lane: lane::Lane,
     /// A target was unregistered or removed and still holds SPDK resources:
@@ -1643,7 +1641,7 @@ mod tests {
         assert_eq!(blocks_for(4096, 9, 512), Err(libc::EINVAL));
         assert_eq!(blocks_for(4096, 0, 512), Err(libc::EINVAL));
         assert_eq!(
-            blocks_for(4096, super::super::entry::encode_num_blocks(u64::MAX), 512),
+            blocks_for(4096, super::super::op::encode_num_blocks(u64::MAX), 512),
             Err(libc::EINVAL)
         );
     }

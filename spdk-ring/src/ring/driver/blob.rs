@@ -11,11 +11,11 @@
 //! until those are re-issued. ENOMEM never reaches the caller.
 
 use super::{failed, Event, SlotCtx, SpdkDriver, MAX_IOVECS};
-use crate::blob::{Blob, BlobId, PreparedBlobOpts, StoreInner};
+use crate::blob::{Blob, StoreInner};
 use crate::dma::DmaBuf;
 use crate::pinned::Pinned;
 use crate::queue::{IoError, StartOutcome, Token};
-use crate::ring::entry::Buffers;
+use crate::ring::op::{BlobOp, WHOLE_BUFFER_UNITS};
 use spdk_ring_sys as sys;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -31,109 +31,7 @@ use std::rc::Rc;
 /// wait in the ring, in order.
 const OPS_PER_ENTRY: u32 = crate::blob::MIN_CHANNEL_OPS;
 
-/// `io_units` of a blob I/O that covers its whole buffer.
-pub(crate) const WHOLE_BUFFER_UNITS: u64 = u64::MAX;
-
-/// A blob entry's payload; buffers and blob handles live here in flight.
-pub(crate) enum BlobOp {
-    Read {
-        blob: Blob,
-        buf: DmaBuf,
-        offset: u64,
-        units: u64,
-    },
-    Write {
-        blob: Blob,
-        buf: DmaBuf,
-        offset: u64,
-        units: u64,
-    },
-    Readv {
-        blob: Blob,
-        bufs: Vec<DmaBuf>,
-        offset: u64,
-        units: u64,
-    },
-    Writev {
-        blob: Blob,
-        bufs: Vec<DmaBuf>,
-        offset: u64,
-        units: u64,
-    },
-    Unmap {
-        blob: Blob,
-        offset: u64,
-        units: u64,
-    },
-    WriteZeroes {
-        blob: Blob,
-        offset: u64,
-        units: u64,
-    },
-    Create {
-        opts: Box<PreparedBlobOpts>,
-    },
-    Open {
-        id: BlobId,
-        opened: OpenedBlob,
-    },
-    IterFirst {
-        opened: OpenedBlob,
-    },
-    IterNext {
-        blob: Blob,
-        opened: OpenedBlob,
-    },
-    Resize {
-        blob: Blob,
-        clusters: u64,
-    },
-    SyncMetadata {
-        blob: Blob,
-    },
-    Delete {
-        id: BlobId,
-    },
-    Close {
-        blob: Blob,
-    },
-}
-
-impl std::fmt::Debug for BlobOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
-            BlobOp::Read { .. } => "BlobRead",
-            BlobOp::Write { .. } => "BlobWrite",
-            BlobOp::Readv { .. } => "BlobReadv",
-            BlobOp::Writev { .. } => "BlobWritev",
-            BlobOp::Unmap { .. } => "BlobUnmap",
-            BlobOp::WriteZeroes { .. } => "BlobWriteZeroes",
-            BlobOp::Create { .. } => "BlobCreate",
-            BlobOp::Open { .. } => "BlobOpen",
-            BlobOp::IterFirst { .. } => "BlobIterFirst",
-            BlobOp::IterNext { .. } => "BlobIterNext",
-            BlobOp::Resize { .. } => "BlobResize",
-            BlobOp::SyncMetadata { .. } => "BlobSyncMetadata",
-            BlobOp::Delete { .. } => "BlobDelete",
-            BlobOp::Close { .. } => "BlobClose",
-        };
-        f.write_str(name)
-    }
-}
-
 impl BlobOp {
-    /// What the completion hands back: buffers, or the opened blob.
-    pub(crate) fn into_buffers(self) -> Buffers {
-        match self {
-            BlobOp::Read { buf, .. } | BlobOp::Write { buf, .. } => Buffers::one(buf),
-            BlobOp::Readv { bufs, .. } | BlobOp::Writev { bufs, .. } => Buffers::many(bufs),
-            BlobOp::Open { mut opened, .. }
-            | BlobOp::IterFirst { mut opened }
-            | BlobOp::IterNext { mut opened, .. } => Buffers::blob(opened.take()),
-            _ => Buffers::default(),
-        }
-    }
-
     fn data_kind(&self) -> Option<DataKind> {
         Some(match self {
             BlobOp::Read { .. } => DataKind::Read,
@@ -144,35 +42,6 @@ impl BlobOp {
             BlobOp::WriteZeroes { .. } => DataKind::WriteZeroes,
             _ => return None,
         })
-    }
-}
-
-/// Where a `BlobOpen` callback leaves the opened blob until the caller
-/// takes it from the completion; closed if nobody does.
-pub(crate) struct OpenedBlob {
-    store: Rc<StoreInner>,
-    /// At a fixed address while the entry moves (SPDK's callback writes it).
-    blob: Pinned<Cell<*mut sys::spdk_blob>>,
-}
-
-impl OpenedBlob {
-    pub(crate) fn new(store: Rc<StoreInner>) -> OpenedBlob {
-        OpenedBlob {
-            store,
-            blob: Pinned::from_value(Cell::new(std::ptr::null_mut())),
-        }
-    }
-
-    pub(crate) fn take(&mut self) -> Option<Blob> {
-        let blob = NonNull::new(self.blob.replace(std::ptr::null_mut()))?;
-        Some(Blob::adopt(blob, self.store.clone()))
-    }
-}
-
-impl Drop for OpenedBlob {
-    fn drop(&mut self) {
-        // An opened blob nobody took is closed (by Blob's drop).
-        drop(self.take());
     }
 }
 

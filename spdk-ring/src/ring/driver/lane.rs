@@ -312,7 +312,7 @@ impl LaneIo {
     /// Back into the entry it was taken from.
     pub(crate) fn into_entry(self, ring_id: u32) -> crate::ring::Entry {
         use crate::queue::{Submission, TargetId};
-        use crate::ring::entry::{IoKind, IoOp};
+        use crate::ring::op::{IoKind, IoOp};
         let (buf, offset_blocks, num_blocks) = (self.buf, self.offset_blocks, self.num_blocks);
         let kind = if self.write {
             IoKind::Write {
