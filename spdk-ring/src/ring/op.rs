@@ -233,8 +233,6 @@ impl Drop for OpenedBlob {
     }
 }
 
-/// A registered blobstore: the store (kept loaded) and this ring's I/O
-
 /// The buffers a completion hands back, moved out of the entry's op in its
 /// slot (the rest of the op is not copied). Two plain fields rather than an
 /// enum: every I/O moves this, and word-sized fields move without detours.
