@@ -282,7 +282,7 @@ impl Ring {
         }
         let channel = desc.io_channel()?;
         let index = self.driver.add_target(desc, channel);
-        self.driver.sync_lane_target(index);
+        self.driver.refresh_target(index);
         self.inbox.events.borrow_mut().reserve(1);
         Ok(Target {
             ring_id: self.ring_id,
@@ -308,7 +308,7 @@ impl Ring {
             )));
         }
         let index = self.driver.add_nvme_target(ctrlr, nsid, io_queue_size)?;
-        self.driver.sync_lane_target(index);
+        self.driver.refresh_target(index);
         self.inbox.events.borrow_mut().reserve(1);
         Ok(Target {
             ring_id: self.ring_id,
@@ -328,7 +328,7 @@ impl Ring {
             )));
         }
         let index = self.driver.add_blob_target(store)?;
-        self.driver.sync_lane_target(index);
+        self.driver.refresh_target(index);
         self.inbox.events.borrow_mut().reserve(1);
         Ok(Target {
             ring_id: self.ring_id,

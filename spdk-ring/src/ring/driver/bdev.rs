@@ -64,16 +64,12 @@ impl SpdkDriver {
                     offset_blocks,
                     num_blocks,
                 } => {
-                    if !needs(rw_io) {
-                        return failed(libc::ENOTSUP);
-                    }
-                    let n = match blocks_for(buf.len(), *num_blocks, bs) {
-                        Ok(n) => n,
-                        Err(e) => return failed(e),
+                    // The lane's checks, in the same order (see `check`).
+                    let checks = &t.checks;
+                    let Some(n) = checks.pass(is_write, buf.len(), *offset_blocks, *num_blocks)
+                    else {
+                        return failed(checks.errno(is_write, buf.len(), *num_blocks));
                     };
-                    if !in_range(*offset_blocks, n) {
-                        return failed(libc::EINVAL);
-                    }
                     self.arm(slot, token, index, n * u64::from(bs));
                     let f = if is_write {
                         sys::spdk_bdev_write_blocks

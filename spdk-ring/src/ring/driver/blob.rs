@@ -160,6 +160,7 @@ impl SpdkDriver {
             removed: false,
             unregistered: false,
             in_flight: 0,
+            checks: super::check::RwChecks::NONE,
             wait: super::WaitCtx::new(self.inbox, index),
             blob: Some(BlobTarget {
                 max_in_flight: (inner.max_channel_ops / OPS_PER_ENTRY).max(1),

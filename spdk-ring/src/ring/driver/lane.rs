@@ -32,7 +32,8 @@
 //! An ENOMEM from SPDK stops the lane at that entry, in order, until the
 //! target's io-wait callback fires.
 
-use super::{blocks_for, failure_of, raw_abort, IoTypes, SpdkDriver, TargetState, WHOLE_BUFFER};
+use super::check::RwChecks;
+use super::{failure_of, raw_abort, SpdkDriver, TargetState};
 use crate::dma::DmaBuf;
 use crate::pinned::Pinned;
 use crate::queue::{IoError, NvmeStatus, ECANCELED};
@@ -206,31 +207,20 @@ pub(crate) struct Lane {
 struct LaneTarget {
     desc: *mut sys::spdk_bdev_desc,
     ch: *mut sys::spdk_io_channel,
-    num_blocks: u64,
-    block_size: u32,
-    /// log2 of the block size when it is a power of two, else `u32::MAX`.
-    block_shift: u32,
-    /// `block_size - 1` (for power-of-two block sizes).
-    block_mask: u64,
-    /// 0 when reads may start, else the errno they fail with (the core's
-    /// checks, in the core's order).
-    read_errno: i32,
-    write_errno: i32,
+    /// The core's checks, shared (see `check`).
+    checks: RwChecks,
     nvme_backed: bool,
     /// A bdev target: lane entries may name it.
     served: bool,
 }
 
+const _: () = assert!(std::mem::size_of::<LaneTarget>() == 64);
+
 impl LaneTarget {
     const NOT_SERVED: LaneTarget = LaneTarget {
         desc: std::ptr::null_mut(),
         ch: std::ptr::null_mut(),
-        num_blocks: 0,
-        block_size: 1,
-        block_shift: 0,
-        block_mask: 0,
-        read_errno: libc::EBADF,
-        write_errno: libc::EBADF,
+        checks: RwChecks::NONE,
         nvme_backed: false,
         served: false,
     };
@@ -243,57 +233,12 @@ impl LaneTarget {
             (Some(desc), Some(channel)) => (desc.as_ptr(), channel.as_ptr()),
             _ => (std::ptr::null_mut(), std::ptr::null_mut()),
         };
-        let gone = if t.unregistered {
-            libc::EBADF
-        } else if t.removed || ch.is_null() {
-            libc::ENODEV
-        } else {
-            0
-        };
-        let unless_gone = |errno: i32| if gone != 0 { gone } else { errno };
         LaneTarget {
             desc,
             ch,
-            num_blocks: t.num_blocks,
-            block_size: t.block_size.max(1),
-            block_mask: u64::from(t.block_size.max(1)) - 1,
-            block_shift: if t.block_size.is_power_of_two() {
-                t.block_size.trailing_zeros()
-            } else {
-                u32::MAX
-            },
-            read_errno: unless_gone(if t.io_types.contains(IoTypes::READ) {
-                0
-            } else {
-                libc::ENOTSUP
-            }),
-            write_errno: unless_gone(if !t.writable {
-                libc::EBADF
-            } else if !t.io_types.contains(IoTypes::WRITE) {
-                libc::ENOTSUP
-            } else {
-                0
-            }),
+            checks: t.checks,
             nvme_backed: t.nvme_backed,
             served: true,
-        }
-    }
-
-    /// [`blocks_for`] with a shift instead of a division for the usual
-    /// power-of-two block sizes.
-    #[inline]
-    fn blocks(&self, buf_len: usize, num_blocks: u32) -> Result<u64, i32> {
-        if self.block_shift == u32::MAX {
-            return blocks_for(buf_len, num_blocks, self.block_size);
-        }
-        let len = buf_len as u64;
-        let shift = self.block_shift;
-        match num_blocks {
-            0 => Err(libc::EINVAL),
-            WHOLE_BUFFER if len & self.block_mask != 0 => Err(libc::EINVAL),
-            WHOLE_BUFFER => Ok(len >> shift),
-            n if u64::from(n) << shift > len => Err(libc::EINVAL),
-            n => Ok(u64::from(n)),
         }
     }
 }
@@ -379,6 +324,16 @@ impl Lane {
             lane.push_free(slot);
         }
         lane
+    }
+
+    /// Records what the lane needs of target `index`, whose checks are
+    /// up to date.
+    pub(crate) fn record_target(&mut self, index: u32, t: &TargetState) {
+        let index = index as usize;
+        if self.targets.len() <= index {
+            self.targets.resize(index + 1, LaneTarget::NOT_SERVED);
+        }
+        self.targets[index] = LaneTarget::of(t);
     }
 
     /// Bytes preallocated per lane slot: the slot and its failure status.
@@ -545,26 +500,18 @@ impl Lane {
         self.slot(slot).buf.take()
     }
 
-    /// Why `slot` may not start, in the core's order of checks.
+    /// Why `slot` may not start (see `check`).
     #[cold]
     #[inline(never)]
     fn start_errno(&self, slot: &LaneSlot) -> i32 {
         let Some(t) = self.targets.get(slot.target.get() as usize) else {
             return libc::EBADF;
         };
-        let errno = if slot.write.get() {
-            t.write_errno
-        } else {
-            t.read_errno
-        };
-        if errno != 0 {
-            return errno;
-        }
-        match t.blocks(slot_buf_len(slot), slot.amount.get() as u32) {
-            Err(errno) => errno,
-            // Past the end of the bdev.
-            Ok(_) => libc::EINVAL,
-        }
+        t.checks.errno(
+            slot.write.get(),
+            slot_buf_len(slot),
+            slot.amount.get() as u32,
+        )
     }
 
     /// Lane entries that finished at once (bad entries, cancellations):
@@ -687,19 +634,6 @@ impl SpdkDriver {
             .is_some_and(|t| t.served)
     }
 
-    /// Brings the lane's record of `target` up to date with its state.
-    pub(crate) fn sync_lane_target(&mut self, target: u32) {
-        let Some(t) = self.targets.get(target as usize) else {
-            return;
-        };
-        let record = LaneTarget::of(t);
-        let records = &mut self.lane.targets;
-        if records.len() <= target as usize {
-            records.resize(target as usize + 1, LaneTarget::NOT_SERVED);
-        }
-        records[target as usize] = record;
-    }
-
     /// Starts queued lane entries, oldest first, until the lane is empty or
     /// SPDK answers ENOMEM. Returns how many failed to start: they finished
     /// at once, admitted, for the caller to post to the core.
@@ -749,10 +683,10 @@ impl SpdkDriver {
         // Every check in one hot test; which one failed, and so the errno,
         // is worked out again off the hot path.
         let checked = lane.targets.get(target as usize).and_then(|t| {
-            let errno = if write { t.write_errno } else { t.read_errno };
-            let n = t.blocks(slot_buf_len(slot), num_blocks).ok()?;
-            let in_range = offset.checked_add(n).is_some_and(|end| end <= t.num_blocks);
-            (errno == 0 && in_range).then_some((t, n))
+            let n = t
+                .checks
+                .pass(write, slot_buf_len(slot), offset, num_blocks)?;
+            Some((t, n))
         });
         let Some((t, n)) = checked else {
             return Err(LaneStartError::Failed(lane.start_errno(slot)));
@@ -766,7 +700,8 @@ impl SpdkDriver {
         };
         let ctx = slot as *const LaneSlot as *mut c_void;
         // Recorded before the call: SPDK may complete the I/O inside it.
-        slot.amount.set((n * u64::from(t.block_size)) as i64);
+        slot.amount
+            .set((n * u64::from(t.checks.block_size())) as i64);
         slot.position.set(lane.started);
         slot.in_flight.set(true);
         lane.started += 1;

@@ -22,11 +22,13 @@ use std::ptr::NonNull;
 
 mod bdev;
 pub(crate) mod blob;
+mod check;
 mod inbox;
 pub(crate) mod lane;
 mod nvme;
 
 use bdev::{failure_of, io_wait_done, raw_abort};
+use check::{blocks_for, RwChecks};
 use nvme::{errno_for_nvme, to_nvme_cmd, NvmeQueue};
 
 pub(crate) use inbox::{Event, Inbox, SlotCtx};
@@ -128,6 +130,8 @@ pub(crate) struct TargetState {
     pub(crate) removed: bool,
     pub(crate) unregistered: bool,
     pub(crate) in_flight: u32,
+    /// Read and write checks, shared with the lane (`refresh_target`).
+    checks: RwChecks,
     wait: Pinned<WaitCtx>,
     /// For blobstore targets (no channel, descriptor or bdev).
     pub(crate) blob: Option<blob::BlobTarget>,
@@ -179,20 +183,6 @@ type RangeFn = unsafe extern "C" fn(
 
 fn failed(errno: i32) -> StartOutcome {
     StartOutcome::Failed(IoError::errno(errno))
-}
-
-/// Blocks of an I/O over `buf_len` bytes: the explicit count, which the
-/// buffer must hold, or the whole buffer, which must be whole blocks.
-fn blocks_for(buf_len: usize, num_blocks: u32, block_size: u32) -> Result<u64, i32> {
-    let bs = u64::from(block_size);
-    let len = buf_len as u64;
-    match num_blocks {
-        0 => Err(libc::EINVAL),
-        WHOLE_BUFFER if len % bs != 0 => Err(libc::EINVAL),
-        WHOLE_BUFFER => Ok(len / bs),
-        n if u64::from(n) * bs > len => Err(libc::EINVAL),
-        n => Ok(u64::from(n)),
-    }
 }
 
 impl SpdkDriver {
@@ -313,6 +303,7 @@ impl SpdkDriver {
             removed: false,
             unregistered: false,
             in_flight: 0,
+            checks: RwChecks::NONE,
             wait: WaitCtx::new(self.inbox, index),
             blob: None,
         });
@@ -372,10 +363,20 @@ impl SpdkDriver {
             } else {
                 pending = true;
             }
-            // The lane fails its new entries as the core does from now on.
-            self.sync_lane_target(index as u32);
+            self.refresh_target(index as u32);
         }
         self.review_targets = pending;
+    }
+
+    /// Brings the checks of target `index` and the lane's record of it up
+    /// to date with its state (registered, unregistered, removed), so both
+    /// paths fail its entries alike from now on.
+    pub(crate) fn refresh_target(&mut self, index: u32) {
+        let Some(t) = self.targets.get_mut(index as usize) else {
+            return;
+        };
+        t.checks = RwChecks::of(t);
+        self.lane.record_target(index, t);
     }
 
     /// True when no target has anything of SPDK's pending.
@@ -450,7 +451,7 @@ impl Driver<IoOp> for SpdkDriver {
 
 #[cfg(test)]
 mod tests {
-    use super::{blocks_for, SlotSgl, MAX_IOVECS, WHOLE_BUFFER};
+    use super::{SlotSgl, MAX_IOVECS};
 
     #[test]
     fn scatter_lists_restart_at_any_offset_and_end_cleanly() {
@@ -494,18 +495,5 @@ mod tests {
         assert_eq!(walk(&mut sgl), [], "past the end: nothing, no panic");
         sgl.reset(5000);
         assert_eq!(walk(&mut sgl), []);
-    }
-
-    #[test]
-    fn block_counts_are_validated_against_buffers() {
-        assert_eq!(blocks_for(4096, WHOLE_BUFFER, 512), Ok(8));
-        assert_eq!(blocks_for(4000, WHOLE_BUFFER, 512), Err(libc::EINVAL));
-        assert_eq!(blocks_for(4096, 4, 512), Ok(4));
-        assert_eq!(blocks_for(4096, 9, 512), Err(libc::EINVAL));
-        assert_eq!(blocks_for(4096, 0, 512), Err(libc::EINVAL));
-        assert_eq!(
-            blocks_for(4096, super::super::op::encode_num_blocks(u64::MAX), 512),
-            Err(libc::EINVAL)
-        );
     }
 }

@@ -115,6 +115,7 @@ impl SpdkDriver {
             removed: false,
             unregistered: false,
             in_flight: 0,
+            checks: RwChecks::NONE,
             wait: WaitCtx::new(self.inbox, index),
             blob: None,
         });
