@@ -116,13 +116,13 @@ fn steady_state_io_allocates_nothing() {
     }
     COUNT_HERE.with(|c| c.set(true));
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let lane_before = ring.lane_ios();
+    let lane_before = ring.stats().lane_ios;
     run(&mut ring, &mut bufs, 75_000, false, false);
     run(&mut ring, &mut bufs, 75_000, true, false);
-    let on_lane = ring.lane_ios() - lane_before;
+    let on_lane = ring.stats().lane_ios - lane_before;
     run(&mut ring, &mut bufs, 75_000, false, true);
     run(&mut ring, &mut bufs, 75_000, true, true);
-    let on_lane_mixed = ring.lane_ios() - lane_before - on_lane;
+    let on_lane_mixed = ring.stats().lane_ios - lane_before - on_lane;
     let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
     COUNT_HERE.with(|c| c.set(false));
     // Both paths ran: plain reads on the lane (all but the few pushed while

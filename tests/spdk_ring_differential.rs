@@ -312,8 +312,8 @@ mod differential {
             sq_space: ring.sq_space(),
             sq_len: ring.sq_len(),
             in_flight: ring.in_flight(),
-            overflowed: ring.overflowed(),
-            enomem_retries: ring.enomem_retries(),
+            overflowed: ring.stats().overflowed,
+            enomem_retries: ring.stats().enomem_retries,
         }
     }
 
@@ -473,7 +473,7 @@ mod differential {
             .filter(|s| matches!(s, Seen::Done { .. }))
             .count() as u64;
         assert_eq!(taken + stuck, pushed, "every accepted entry completes once");
-        let lane_ios = ring.lane_ios();
+        let lane_ios = ring.stats().lane_ios;
         drop(ring);
         Outcome {
             seen,

@@ -73,9 +73,9 @@ mod storms {
         }
         assert!(seen.iter().all(|&s| s));
         assert!(
-            ring.enomem_retries() > 100,
+            ring.stats().enomem_retries > 100,
             "only {} ENOMEM answers: no storm",
-            ring.enomem_retries()
+            ring.stats().enomem_retries
         );
     }
 
@@ -106,9 +106,9 @@ mod storms {
             assert!(start.elapsed().as_secs() < 60);
         }
         assert!(got.iter().all(|c| c.is_ok()));
-        assert!(ring.enomem_retries() > 0, "the pool never ran out");
+        assert!(ring.stats().enomem_retries > 0, "the pool never ran out");
         assert_eq!(
-            ring.lane_ios(),
+            ring.stats().lane_ios,
             200,
             "the writes ran (and waited) on the lane"
         );
@@ -149,7 +149,7 @@ mod storms {
             }
             assert!(start.elapsed().as_secs() < 60);
         }
-        assert!(ring.enomem_retries() > 0, "the pool never ran out");
+        assert!(ring.stats().enomem_retries > 0, "the pool never ran out");
         for chain in 0..128u64 {
             let positions: Vec<usize> = (0..4)
                 .map(|l| order.iter().position(|&u| u == chain * 4 + l).unwrap())

@@ -85,7 +85,7 @@ pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{
     opcode, Completion, CompletionRef, Entry, EntryFootprint, IoFailure, NvmeCommand, PushError,
-    Ring, RingBuilder, Target, MAX_IOVECS,
+    Ring, RingBuilder, RingStats, Target, MAX_IOVECS,
 };
 #[cfg(spdk)]
 pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};

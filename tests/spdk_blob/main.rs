@@ -379,7 +379,7 @@ mod on_malloc {
             assert_eq!(read(&mut ring, t, &blob, i * 8, 4096), pattern(4096, i));
         }
         // Unregistering lets go of the store: with the blob closed, it unloads.
-        ring.unregister_bdev(t).unwrap();
+        ring.unregister(t).unwrap();
         let done = run_one(
             &mut ring,
             opcode::BlobRead::new(t, &blob, DmaBuf::alloc(4096, 0).unwrap(), 0).build(),

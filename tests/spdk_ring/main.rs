@@ -293,7 +293,7 @@ mod data {
             assert!(start.elapsed() < Duration::from_secs(60));
         }
         assert!(seen.iter().all(|&s| s));
-        assert_eq!(r.ring.overflowed(), 0);
+        assert_eq!(r.ring.stats().overflowed, 0);
     }
 }
 
@@ -628,11 +628,11 @@ mod bad_input {
         let done = r.run(opcode::Read::new(foreign, DmaBuf::alloc(4096, 0).unwrap(), 0).build());
         assert_eq!(done.errno(), Some(Errno::EBADF));
 
-        r.ring.unregister_bdev(r.target).unwrap();
+        r.ring.unregister(r.target).unwrap();
         let done = r.run(opcode::Read::new(r.target, DmaBuf::alloc(512, 0).unwrap(), 0).build());
         assert_eq!(done.errno(), Some(Errno::EBADF));
         assert_eq!(
-            r.ring.unregister_bdev(r.target).unwrap_err(),
+            r.ring.unregister(r.target).unwrap_err(),
             spdk_ring::Error::Errno(Errno::EBADF)
         );
     }
@@ -936,7 +936,7 @@ mod ordering_and_cancel {
         // The core is empty again: the next plain read takes the lane.
         let read = opcode::Read::new(t, DmaBuf::alloc(512, 0).unwrap(), 7).build();
         assert_eq!(r.run(read.user_data(6)).result(), Ok(512));
-        assert_eq!(r.ring.lane_ios(), 3);
+        assert_eq!(r.ring.stats().lane_ios, 3);
     }
 
     /// A count Timeout counts completions of entries on the lane too.
@@ -958,7 +958,7 @@ mod ordering_and_cancel {
             .unwrap();
         let start = Instant::now();
         let mut all = r.wait_all(3);
-        assert_eq!(r.ring.lane_ios(), 2);
+        assert_eq!(r.ring.stats().lane_ios, 2);
         let timeout = all.pop().unwrap();
         assert_eq!((timeout.user_data(), timeout.result()), (9, Ok(0)));
         assert!(all.iter().all(|c| c.result() == Ok(4096)));
@@ -989,12 +989,12 @@ mod ordering_and_cancel {
                 let nops: Vec<_> = r.ring.completions().collect();
                 assert_eq!(nops.len(), 1);
             }
-            let before = r.ring.lane_ios();
+            let before = r.ring.stats().lane_ios;
             let read = opcode::Read::new(t, DmaBuf::alloc(4096, 0).unwrap(), 5).build();
             r.ring.push(read.user_data(2)).unwrap();
             let done = r.wait_all(1);
             assert_eq!((done[0].user_data(), done[0].result()), (2, Ok(4096)));
-            assert_eq!(r.ring.lane_ios(), before + 1, "in_place: {in_place}");
+            assert_eq!(r.ring.stats().lane_ios, before + 1, "in_place: {in_place}");
         }
     }
 
@@ -1010,7 +1010,7 @@ mod ordering_and_cancel {
         }
         let reads = r.wait_all(3);
         assert!(reads.iter().all(|c| c.result() == Ok(4096)));
-        assert_eq!(r.ring.lane_ios(), 3);
+        assert_eq!(r.ring.stats().lane_ios, 3);
         let timeout = opcode::Timeout::new(Duration::from_millis(200))
             .count(2)
             .build();
@@ -1070,9 +1070,9 @@ mod ordering_and_cancel {
                 assert!(Instant::now() < deadline);
                 ring.poll();
             }
-            assert_eq!(ring.lane_ios(), if lane { 64 } else { 0 });
+            assert_eq!(ring.stats().lane_ios, if lane { 64 } else { 0 });
             assert_eq!(ring.cq_len(), 4, "lane: {lane}");
-            assert_eq!(ring.overflowed(), 60, "lane: {lane}");
+            assert_eq!(ring.stats().overflowed, 60, "lane: {lane}");
             let mut got = Vec::new();
             // Half owned, half in place: both forms carry the flag.
             for _ in 0..32 {
@@ -1110,7 +1110,11 @@ mod ordering_and_cancel {
             ring.push(opcode::Nop::new().build().user_data(i)).unwrap();
         }
         ring.poll();
-        assert!(ring.overflowed() >= 32, "overflowed {}", ring.overflowed());
+        assert!(
+            ring.stats().overflowed >= 32,
+            "overflowed {}",
+            ring.stats().overflowed
+        );
         let got: Vec<(u64, bool)> = ring
             .completions()
             .map(|c| {
@@ -1273,7 +1277,7 @@ mod soak {
             (3, true),
             (11, true),
         ] {
-            let lane_before = r.ring.lane_ios();
+            let lane_before = r.ring.stats().lane_ios;
             let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             let mut next = move |n: u64| {
                 rng ^= rng << 13;
@@ -1376,7 +1380,7 @@ mod soak {
             }
             assert_eq!(r.ring.in_flight(), 0);
             if bursty {
-                let on_lane = r.ring.lane_ios() - lane_before;
+                let on_lane = r.ring.stats().lane_ios - lane_before;
                 assert!(on_lane > 100, "seed {seed}: {on_lane} entries on the lane");
             }
         }

@@ -69,7 +69,7 @@
 //! ## Completion queue overflow
 //! The CQ never drops a completion. If it is full, completions wait in a
 //! backlog, flagged [`CompletionFlags::OVERFLOWED`](crate::CompletionFlags)
-//! and counted by [`Ring::overflowed`]; draining the CQ refills it from the
+//! and counted in [`RingStats::overflowed`]; draining the CQ refills it from the
 //! backlog in order, and `cq_len` never exceeds the CQ's size. The backlog
 //! of core entries allocates; lane entries wait in their own slots. Size
 //! the CQ (default: twice the SQ) so that draining once per poll keeps it
@@ -80,20 +80,19 @@ mod driver;
 mod entry;
 mod op;
 pub mod opcode;
+mod targets;
 
 pub use completion::{Completion, CompletionRef, IoFailure};
 pub use driver::MAX_IOVECS;
 pub use entry::{Entry, PushError};
 pub use op::NvmeCommand;
 
-use crate::bdev::BdevDesc;
-use crate::error::{Errno, Error, Result};
+use crate::error::{Error, Result};
 use crate::pinned::Pinned;
 use crate::queue::{CqFront, QueueConfig, RingQueue, TargetId};
 use crate::thread::SpdkThread;
 use driver::{Event, Inbox, SpdkDriver};
 use std::mem::ManuallyDrop;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -147,6 +146,20 @@ impl EntryFootprint {
             lane_slot: driver::lane::Lane::bytes_per_slot(),
         }
     }
+}
+
+/// A ring's counters ([`Ring::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// Completions that ever had to wait in the overflow backlog (each was
+    /// flagged [`CompletionFlags::OVERFLOWED`](crate::CompletionFlags)).
+    pub overflowed: u64,
+    /// How often SPDK answered a submission with ENOMEM (out of
+    /// `bdev_io`s); each such entry waited and was retried in order.
+    pub enomem_retries: u64,
+    /// I/Os started from the lane, the light path for plain reads and
+    /// writes pushed while the core holds nothing (see the module docs).
+    pub lane_ios: u64,
 }
 
 /// Sizes of a [`Ring`].
@@ -261,130 +274,6 @@ impl Ring {
             max_targets: 16,
             lane: true,
         }
-    }
-
-    /// Registers an open bdev: the ring takes its own I/O channel on its
-    /// thread now, so no entry looks anything up later.
-    pub fn register_bdev(&mut self, desc: &BdevDesc) -> Result<Target> {
-        if !Rc::ptr_eq(&desc.thread().inner, &self.thread.inner) {
-            return Err(Error::InvalidArgument(
-                "the descriptor was opened on another SPDK thread than the ring's".into(),
-            ));
-        }
-        if desc.is_removed() {
-            return Err(Error::Errno(Errno::ENODEV));
-        }
-        if self.driver.targets.len() >= self.queue.config().max_targets as usize {
-            return Err(Error::InvalidArgument(format!(
-                "ring already has {} targets registered (RingBuilder::max_targets)",
-                self.driver.targets.len()
-            )));
-        }
-        let channel = desc.io_channel()?;
-        let index = self.driver.add_target(desc, channel);
-        self.driver.refresh_target(index);
-        self.inbox.events.borrow_mut().reserve(1);
-        Ok(Target {
-            ring_id: self.ring_id,
-            index,
-        })
-    }
-
-    /// Registers namespace `nsid` of an NVMe controller: the ring allocates
-    /// its own I/O queue pair (of `io_queue_size` entries and requests, or
-    /// SPDK's defaults), owned by the ring and used from its thread. When
-    /// the qpair is full, entries wait (ENOMEM is retried in order). The ring keeps
-    /// the controller attached while the target is registered.
-    pub fn register_nvme_namespace(
-        &mut self,
-        ctrlr: &crate::nvme::NvmeController,
-        nsid: u32,
-        io_queue_size: Option<u32>,
-    ) -> Result<Target> {
-        if self.driver.targets.len() >= self.queue.config().max_targets as usize {
-            return Err(Error::InvalidArgument(format!(
-                "ring already has {} targets registered (RingBuilder::max_targets)",
-                self.driver.targets.len()
-            )));
-        }
-        let index = self.driver.add_nvme_target(ctrlr, nsid, io_queue_size)?;
-        self.driver.refresh_target(index);
-        self.inbox.events.borrow_mut().reserve(1);
-        Ok(Target {
-            ring_id: self.ring_id,
-            index,
-        })
-    }
-
-    /// Registers a blobstore: the ring takes its own I/O channel on the
-    /// store now. Blob entries (data and metadata) name the returned target;
-    /// the registration keeps the store loaded until the ring is dropped or
-    /// the target unregistered.
-    pub fn register_blobstore(&mut self, store: &crate::blob::Blobstore) -> Result<Target> {
-        if self.driver.targets.len() >= self.queue.config().max_targets as usize {
-            return Err(Error::InvalidArgument(format!(
-                "ring already has {} targets registered (RingBuilder::max_targets)",
-                self.driver.targets.len()
-            )));
-        }
-        let index = self.driver.add_blob_target(store)?;
-        self.driver.refresh_target(index);
-        self.inbox.events.borrow_mut().reserve(1);
-        Ok(Target {
-            ring_id: self.ring_id,
-            index,
-        })
-    }
-
-    /// True once an NVMe target's queue pair failed (transport loss): its
-    /// new entries complete `ENXIO`.
-    pub fn is_failed(&self, target: Target) -> bool {
-        self.driver
-            .target(target.index)
-            .and_then(|t| t.nvme.as_ref())
-            .is_some_and(|q| q.failed)
-    }
-
-    /// Reconnects an NVMe target whose queue pair failed (for example after
-    /// the fabric connection dropped and the target came back). Entries that
-    /// were in flight at the failure have already completed with errors.
-    pub fn reconnect_nvme(&mut self, target: Target) -> Result<()> {
-        if target.ring_id != self.ring_id {
-            return Err(Error::Errno(Errno::EBADF));
-        }
-        self.driver.reconnect_nvme(target.index)
-    }
-
-    /// Stops accepting entries for `target` (they complete `EBADF`) and
-    /// releases its channel (bdev or blobstore) or qpair (NVMe) once its
-    /// in-flight I/O has completed; a blobstore is then no longer held.
-    pub fn unregister_bdev(&mut self, target: Target) -> Result<()> {
-        let t = self.valid_target_mut(target)?;
-        t.unregistered = true;
-        self.driver.review_targets = true;
-        self.driver.release_idle_targets();
-        Ok(())
-    }
-
-    fn valid_target_mut(&mut self, target: Target) -> Result<&mut driver::TargetState> {
-        let ring_id = self.ring_id;
-        match self.driver.targets.get_mut(target.index as usize) {
-            Some(t) if target.ring_id == ring_id && !t.unregistered => Ok(t),
-            _ => Err(Error::Errno(Errno::EBADF)),
-        }
-    }
-
-    /// Block size and block count of a registered target.
-    pub fn target_geometry(&self, target: Target) -> Option<(u32, u64)> {
-        (target.ring_id == self.ring_id)
-            .then(|| self.driver.block_geometry(target.index))
-            .flatten()
-    }
-
-    /// True once the target's bdev reported removal; its new entries
-    /// complete `ENODEV`.
-    pub fn is_removed(&self, target: Target) -> bool {
-        self.driver.target(target.index).is_some_and(|t| t.removed)
     }
 
     /// Queues an entry; when the SQ is full the entry comes back in the
@@ -636,21 +525,13 @@ impl Ring {
         }
     }
 
-    /// Completions that ever had to wait in the overflow backlog.
-    pub fn overflowed(&self) -> u64 {
-        self.queue.overflowed()
-    }
-
-    /// How many I/Os started from the lane, the light path for plain reads
-    /// and writes pushed while the core holds nothing (see the module docs).
-    pub fn lane_ios(&self) -> u64 {
-        self.driver.lane.started_total()
-    }
-
-    /// How often SPDK answered a submission with ENOMEM (out of
-    /// `bdev_io`s); each such entry waited and was retried in order.
-    pub fn enomem_retries(&self) -> u64 {
-        self.driver.enomem_retries
+    /// The ring's counters since it was built.
+    pub fn stats(&self) -> RingStats {
+        RingStats {
+            overflowed: self.queue.overflowed(),
+            enomem_retries: self.driver.enomem_retries,
+            lane_ios: self.driver.lane.started_total(),
+        }
     }
 
     pub fn sq_space(&self) -> usize {
