@@ -32,147 +32,22 @@
 //! An ENOMEM from SPDK stops the lane at that entry, in order, until the
 //! target's io-wait callback fires.
 
+mod done;
+mod slot;
+
+pub(crate) use slot::SlotPtr;
+
 use super::check::RwChecks;
-use super::{failure_of, raw_abort, SpdkDriver, TargetState};
+use super::{raw_abort, SpdkDriver, TargetState};
 use crate::dma::DmaBuf;
 use crate::pinned::Pinned;
 use crate::queue::{IoError, NvmeStatus, ECANCELED};
+use done::lane_io_done;
+use slot::{drop_buf, slot_buf_len, slot_buf_ptr, slot_holds_buf, LaneShared, LaneSlot, SlotQueue};
 use spdk_ring_sys as sys;
 use std::cell::Cell;
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{null, NonNull};
-
-/// One lane entry, from `push` until its completion is reaped; SPDK's
-/// callback argument while it runs. One cache line: everything an I/O
-/// touches on this path is here.
-#[repr(C, align(64))]
-pub(crate) struct LaneSlot {
-    shared: *const LaneShared,
-    /// The next slot of the list this one is in (free, queued or done).
-    next: Cell<*const LaneSlot>,
-    buf: Cell<Option<DmaBuf>>,
-    user_data: Cell<u64>,
-    /// The offset in blocks until the I/O starts; then its start sequence
-    /// number (Cancel acts on the oldest match).
-    position: Cell<u64>,
-    /// `num_blocks` as pushed until the I/O starts; then the bytes a
-    /// success reports; `-errno` once it failed (as io_uring's `res`).
-    amount: Cell<i64>,
-    target: Cell<u32>,
-    write: Cell<bool>,
-    /// Failures carry an NVMe status (NVMe-backed bdev).
-    nvme_backed: Cell<bool>,
-    /// SPDK holds the I/O: set when it starts, cleared by its callback
-    /// (what Cancel and a target's release look for).
-    in_flight: Cell<bool>,
-}
-
-const _: () = assert!(std::mem::size_of::<LaneSlot>() == 64);
-
-/// A slot of this lane. Slots live in the lane's pinned table, which never
-/// moves or shrinks while the lane exists, so these pointers stay valid.
-pub(crate) type SlotPtr = NonNull<LaneSlot>;
-
-/// A FIFO of slots linked through their `next` field. It holds only slots
-/// of the lane it belongs to; a slot is in at most one list at a time.
-struct SlotQueue {
-    head: Cell<*const LaneSlot>,
-    tail: Cell<*const LaneSlot>,
-    len: Cell<u32>,
-}
-
-impl SlotQueue {
-    fn new() -> SlotQueue {
-        SlotQueue {
-            head: Cell::new(null()),
-            tail: Cell::new(null()),
-            len: Cell::new(0),
-        }
-    }
-
-    #[inline]
-    fn push_back(&self, slot: &LaneSlot) {
-        slot.next.set(null());
-        let tail = self.tail.get();
-        if tail.is_null() {
-            self.head.set(slot);
-        } else {
-            // SAFETY: tail is a slot of this lane (see `SlotQueue`).
-            unsafe { (*tail).next.set(slot) };
-        }
-        self.tail.set(slot);
-        self.len.set(self.len.get() + 1);
-    }
-
-    #[inline]
-    fn front(&self) -> Option<SlotPtr> {
-        NonNull::new(self.head.get().cast_mut())
-    }
-
-    /// Links `slot` right after `prev`, or first when `prev` is null.
-    fn insert_after(&self, prev: *const LaneSlot, slot: &LaneSlot) {
-        if prev.is_null() {
-            slot.next.set(self.head.get());
-            self.head.set(slot);
-        } else {
-            // SAFETY: prev is a slot of this lane in this list (see `SlotQueue`).
-            let prev = unsafe { &*prev };
-            slot.next.set(prev.next.get());
-            prev.next.set(slot);
-        }
-        if slot.next.get().is_null() {
-            self.tail.set(slot);
-        }
-        self.len.set(self.len.get() + 1);
-    }
-
-    #[inline]
-    fn pop_front(&self) -> Option<SlotPtr> {
-        let head = self.front()?;
-        self.pop_known_front(head);
-        Some(head)
-    }
-
-    /// Unlinks `head`, which the caller read from [`SlotQueue::front`].
-    #[inline]
-    fn pop_known_front(&self, head: SlotPtr) {
-        // SAFETY: head is a slot of this lane (see `SlotQueue`).
-        let next = unsafe { head.as_ref() }.next.get();
-        self.head.set(next);
-        if next.is_null() {
-            self.tail.set(null());
-        }
-        self.len.set(self.len.get() - 1);
-    }
-
-    #[inline]
-    fn len(&self) -> u32 {
-        self.len.get()
-    }
-}
-
-/// What callbacks write besides their slot, at a fixed address.
-pub(crate) struct LaneShared {
-    /// Finished slots, oldest first.
-    done: SlotQueue,
-    /// First slot, to turn a slot back into an index (rare paths only).
-    base: Cell<*const LaneSlot>,
-    /// NVMe status of failures on NVMe-backed bdevs, per slot (rarely
-    /// touched, so kept out of the slots).
-    nvme: Box<[Cell<Option<NvmeStatus>>]>,
-    /// Lane entries SPDK finished (core completions note it, see the
-    /// module docs).
-    spdk_done: Cell<u64>,
-}
-
-impl LaneShared {
-    /// The index of `slot` in the lane's table.
-    fn index_of(&self, slot: &LaneSlot) -> usize {
-        // SAFETY: both pointers are into the same slot table.
-        unsafe { (slot as *const LaneSlot).offset_from(self.base.get()) as usize }
-    }
-}
 
 /// The lane of one ring: its slots (one per in-flight entry the ring
 /// allows) and the lists they move through.
@@ -564,65 +439,6 @@ impl Lane {
     }
 }
 
-unsafe extern "C" fn lane_io_done(
-    bdev_io: *mut sys::spdk_bdev_io,
-    success: bool,
-    ctx: *mut c_void,
-) {
-    // SAFETY: ctx is a LaneSlot of a live ring (the ring quiesces before
-    // freeing the lane).
-    let slot = unsafe { &*(ctx as *const LaneSlot) };
-    if !success {
-        // SAFETY: as here; bdev_io is the failed I/O, not freed yet.
-        return unsafe { lane_io_failed(bdev_io, slot) };
-    }
-    // SAFETY: bdev_io finished and is not freed yet.
-    unsafe { lane_io_finished(bdev_io, slot) }
-}
-
-/// Posts `slot` as done and frees its `bdev_io`.
-///
-/// # Safety
-/// `slot` is a lane slot of a live ring whose I/O just finished as
-/// `bdev_io`, which is not freed yet.
-#[inline(always)]
-unsafe fn lane_io_finished(bdev_io: *mut sys::spdk_bdev_io, slot: &LaneSlot) {
-    // SAFETY: the shared part lives as long as the slots.
-    let shared = unsafe { &*slot.shared };
-    slot.in_flight.set(false);
-    shared.spdk_done.set(shared.spdk_done.get() + 1);
-    shared.done.push_back(slot);
-    // SAFETY: every completed bdev_io must be freed exactly once.
-    unsafe { sys::spdk_bdev_free_io(bdev_io) };
-}
-
-/// [`lane_io_done`] for a failure: the errno (and NVMe status) go into the
-/// slot first. Out of line, so the success path saves no registers.
-///
-/// # Safety
-/// As for [`lane_io_finished`].
-#[cold]
-#[inline(never)]
-unsafe fn lane_io_failed(bdev_io: *mut sys::spdk_bdev_io, slot: &LaneSlot) {
-    // SAFETY: the shared part lives as long as the slots.
-    let shared = unsafe { &*slot.shared };
-    let recorded = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: the caller's contract: bdev_io is not freed yet.
-        let e = unsafe { failure_of(bdev_io, slot.nvme_backed.get()) };
-        let errno = if e.errno == 0 { libc::EIO } else { e.errno };
-        slot.amount.set(-i64::from(errno));
-        if let Some(cell) = shared.nvme.get(shared.index_of(slot)) {
-            cell.set(e.nvme);
-        }
-    }));
-    if recorded.is_err() {
-        // Nothing above panics; if it ever did, the slot still completes.
-        slot.amount.set(-i64::from(libc::EIO));
-    }
-    // SAFETY: the caller's contract.
-    unsafe { lane_io_finished(bdev_io, slot) }
-}
-
 impl SpdkDriver {
     /// Whether entries for `target` may take the lane: a registered bdev
     /// (NVMe namespaces and blobstores go through the core).
@@ -746,33 +562,6 @@ impl SpdkDriver {
 enum LaneStartError {
     NoMem(u32),
     Failed(i32),
-}
-
-/// Out of line: the rare case, kept off the caller's reap loop.
-#[cold]
-#[inline(never)]
-fn drop_buf(slot: &LaneSlot) {
-    drop(slot.buf.take());
-}
-
-fn slot_holds_buf(slot: &LaneSlot) -> bool {
-    // SAFETY: single-threaded; no reference into the cell is live.
-    unsafe { (*slot.buf.as_ptr()).is_some() }
-}
-
-fn slot_buf_len(slot: &LaneSlot) -> usize {
-    // Read the buffer without moving it out of the cell.
-    // SAFETY: single-threaded; no reference into the cell is live.
-    unsafe { (*slot.buf.as_ptr()).as_ref().map_or(0, DmaBuf::len) }
-}
-
-fn slot_buf_ptr(slot: &LaneSlot) -> *mut c_void {
-    // SAFETY: as above; the pointer stays valid while the slot owns the buffer.
-    unsafe {
-        (*slot.buf.as_ptr())
-            .as_mut()
-            .map_or(std::ptr::null_mut(), |b| b.as_mut_ptr().cast())
-    }
 }
 
 #[cfg(test)]
