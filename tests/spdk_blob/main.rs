@@ -265,7 +265,7 @@ mod on_malloc {
         let done = run_one(
             ring,
             opcode::BlobRead::new(t, &blob, DmaBuf::alloc(4096, 0).unwrap(), 0)
-                .io_units(2)
+                .num_units(2)
                 .build(),
         );
         assert_eq!(done.result(), Ok(1024));
@@ -301,10 +301,10 @@ mod on_malloc {
             opcode::BlobWrite::new(t, &blob, DmaBuf::alloc(1024, 0).unwrap(), units - 1).build(),
             opcode::BlobRead::new(t, &blob, DmaBuf::alloc(700, 0).unwrap(), 0).build(),
             opcode::BlobRead::new(t, &blob, buf(), 0)
-                .io_units(2)
+                .num_units(2)
                 .build(),
             opcode::BlobRead::new(t, &blob, buf(), 0)
-                .io_units(0)
+                .num_units(0)
                 .build(),
             opcode::BlobUnmap::new(t, &blob, units - 1, 2).build(),
             opcode::BlobWriteZeroes::new(t, &blob, 0, 0).build(),
