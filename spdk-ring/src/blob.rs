@@ -363,7 +363,7 @@ impl Blobstore {
 
     /// Bytes per io unit: the unit of blob I/O offsets and lengths.
     pub fn io_unit_size(&self) -> u64 {
-        // SAFETY (these getters): the store is loaded while self exists.
+        // SAFETY: the store is loaded while self exists (so for every getter here).
         unsafe { sys::spdk_bs_get_io_unit_size(self.inner.as_ptr()) }
     }
 
@@ -636,7 +636,7 @@ impl Blob {
 
     /// Size in io units (the unit of I/O offsets and lengths).
     pub fn num_io_units(&self) -> u64 {
-        // SAFETY (these getters): the blob is open while self exists.
+        // SAFETY: the blob is open while self exists (so for every getter here).
         unsafe { sys::spdk_blob_get_num_io_units(self.inner.as_ptr()) }
     }
 

@@ -37,6 +37,10 @@
 //! | [`nvme::NvmeController`] | no | no | operated from the thread that attached it |
 //! | [`nvme::NvmeNamespace`] | no | no | borrowed from its controller |
 
+// Every unsafe operation in its own block, and every block says why it holds.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod config;
 pub mod error;
 // Used by the SPDK driver; FFI-free, so it is built and tested (Miri too) everywhere.

@@ -354,8 +354,8 @@ impl NvmeController {
 
     /// Where the controller is.
     pub fn transport_id(&self) -> TransportId {
-        // SAFETY: the controller's own transport id, copied.
         TransportId {
+            // SAFETY: the controller's own transport id, copied.
             raw: unsafe { *sys::spdk_nvme_ctrlr_get_transport_id(self.ptr()) },
         }
     }

@@ -47,7 +47,7 @@ impl SpdkDriver {
         } else {
             IoTypes::READ
         };
-        // SAFETY (for every call below): desc and ch are this target's open
+        // SAFETY: (for every call below) desc and ch are this target's open
         // descriptor and channel on this thread; buffers are owned by `op`,
         // which the core keeps in its slot until completion, so their memory
         // stays valid and unaliased while SPDK uses it; lengths were checked
@@ -242,6 +242,9 @@ impl SpdkDriver {
     }
 }
 
+/// # Safety
+/// SPDK calls it once per bdev I/O the core started, with `ctx` the entry's
+/// `SlotCtx` and `bdev_io` not yet freed.
 pub(super) unsafe extern "C" fn io_done(
     bdev_io: *mut sys::spdk_bdev_io,
     success: bool,
@@ -250,6 +253,7 @@ pub(super) unsafe extern "C" fn io_done(
     // SAFETY: ctx is a SlotCtx of a live ring (the ring quiesces before
     // freeing slots); the bdev_io is ours to inspect and free once.
     let slot = unsafe { &*(ctx as *const SlotCtx) };
+    // SAFETY: a slot's inbox outlives the ring's slots.
     let inbox = unsafe { &*slot.inbox };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let result = if success {
@@ -290,6 +294,9 @@ pub(super) unsafe fn failure_of(bdev_io: *mut sys::spdk_bdev_io, nvme_backed: bo
     IoError { errno, nvme }
 }
 
+/// # Safety
+/// SPDK calls it once per `spdk_bdev_queue_io_wait`, with `ctx` the target's
+/// `WaitCtx`.
 pub(super) unsafe extern "C" fn io_wait_done(ctx: *mut c_void) {
     // SAFETY: ctx is the boxed WaitCtx registered in start(); targets (and
     // their WaitCtx) are never freed while a wait is queued.
@@ -302,6 +309,8 @@ pub(super) unsafe extern "C" fn io_wait_done(ctx: *mut c_void) {
     });
 }
 
+/// # Safety
+/// SPDK calls it once per `spdk_bdev_abort`, with the abort's own `bdev_io`.
 pub(super) unsafe extern "C" fn abort_done(
     bdev_io: *mut sys::spdk_bdev_io,
     _success: bool,

@@ -398,7 +398,7 @@ impl SpdkDriver {
         bslot.nomem.set(false);
         bslot.call.set(call);
         bslot.in_submit.set(true);
-        // SAFETY (every call): store, blobs and channel are live (held by
+        // SAFETY: (every call) store, blobs and channel are live (held by
         // the target and the entry, which stays in flight until its
         // callback ran); buffers were checked against the lengths; ctx is
         // this entry's stable slot; we are on the store's metadata thread
@@ -533,6 +533,7 @@ unsafe fn report(bslot: &BlobSlot, bserrno: i32, ok: u64, retry_async: bool) {
     }
     // SAFETY: the slot context and inbox outlive every callback.
     let slot = unsafe { &*bslot.slot };
+    // SAFETY: as above.
     let inbox = unsafe { &*slot.inbox };
     let result = if bserrno == 0 {
         Ok(ok)
@@ -547,6 +548,9 @@ unsafe fn report(bslot: &BlobSlot, bserrno: i32, ok: u64, retry_async: bool) {
     });
 }
 
+/// # Safety
+/// The blobstore calls it once per data operation, with `ctx` the entry's
+/// `BlobSlot`.
 unsafe extern "C" fn blob_io_done(ctx: *mut c_void, bserrno: i32) {
     // SAFETY: ctx is a BlobSlot of a live ring, its entry in flight.
     let bslot = unsafe { &*(ctx as *const BlobSlot) };
@@ -556,6 +560,9 @@ unsafe extern "C" fn blob_io_done(ctx: *mut c_void, bserrno: i32) {
     contain(bslot, || unsafe { report(bslot, bserrno, bytes, true) });
 }
 
+/// # Safety
+/// The blobstore calls it once per metadata operation, with `ctx` the
+/// entry's `BlobSlot`.
 unsafe extern "C" fn blob_md_done(ctx: *mut c_void, bserrno: i32) {
     // SAFETY: as in blob_io_done.
     let bslot = unsafe { &*(ctx as *const BlobSlot) };
@@ -563,6 +570,8 @@ unsafe extern "C" fn blob_md_done(ctx: *mut c_void, bserrno: i32) {
     contain(bslot, || unsafe { report(bslot, bserrno, 0, false) });
 }
 
+/// # Safety
+/// As for [`blob_md_done`], for a create.
 unsafe extern "C" fn blob_created(ctx: *mut c_void, id: u64, bserrno: i32) {
     // SAFETY: as in blob_io_done.
     let bslot = unsafe { &*(ctx as *const BlobSlot) };
@@ -570,6 +579,9 @@ unsafe extern "C" fn blob_created(ctx: *mut c_void, id: u64, bserrno: i32) {
     contain(bslot, || unsafe { report(bslot, bserrno, id, false) });
 }
 
+/// # Safety
+/// As for [`blob_md_done`], for an open or iteration step; `blob` is the
+/// opened blob or null.
 unsafe extern "C" fn blob_opened(ctx: *mut c_void, blob: *mut sys::spdk_blob, bserrno: i32) {
     // SAFETY: as in blob_io_done.
     let bslot = unsafe { &*(ctx as *const BlobSlot) };

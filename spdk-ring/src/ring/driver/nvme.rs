@@ -228,7 +228,7 @@ impl SpdkDriver {
             IoKind::Write { .. } => sys::spdk_nvme_ns_cmd_write,
             _ => sys::spdk_nvme_ns_cmd_compare,
         };
-        // SAFETY (for every call below): ns, qpair and controller are this
+        // SAFETY: (for every call below) ns, qpair and controller are this
         // target's, used from the ring's thread; buffers are owned by `op`,
         // which the core keeps until completion, and their lengths were
         // checked; ctx is this entry's stable slot context.
@@ -433,6 +433,9 @@ impl SpdkDriver {
     }
 }
 
+/// # Safety
+/// SPDK calls it once per NVMe I/O command, on the ring's thread, with `ctx`
+/// the entry's `SlotCtx` and `cpl` valid for the call.
 unsafe extern "C" fn nvme_done(ctx: *mut c_void, cpl: *const sys::spdk_nvme_cpl) {
     // SAFETY: ctx is a SlotCtx of a live ring (the ring quiesces before
     // freeing slots); cpl is valid for the duration of the callback.
@@ -452,7 +455,11 @@ unsafe extern "C" fn nvme_done(ctx: *mut c_void, cpl: *const sys::spdk_nvme_cpl)
     }
 }
 
-/// Admin commands' callback: may run on any thread (see [`AdminMailbox`]).
+/// Admin commands' callback: may run on any thread (see [`AdminMailbox`](super::inbox::AdminMailbox)).
+///
+/// # Safety
+/// SPDK calls it once per admin command, on any thread, with `ctx` the
+/// entry's `SlotCtx` and `cpl` valid for the call.
 unsafe extern "C" fn nvme_admin_done(ctx: *mut c_void, cpl: *const sys::spdk_nvme_cpl) {
     // SAFETY: ctx is a SlotCtx of a live ring (the ring waits for its admin
     // commands before freeing slots); cpl is valid during the callback. The
@@ -488,6 +495,8 @@ unsafe extern "C" fn nvme_admin_done(ctx: *mut c_void, cpl: *const sys::spdk_nvm
     }
 }
 
+/// # Safety
+/// SPDK calls it once per abort command; it reads nothing.
 unsafe extern "C" fn nvme_abort_done(_ctx: *mut c_void, _cpl: *const sys::spdk_nvme_cpl) {
     // The aborted command completes through its own callback.
 }
@@ -513,6 +522,10 @@ unsafe fn slot_sgl<'a>(cb_arg: *mut c_void) -> Option<&'a mut SlotSgl> {
 }
 
 /// SPDK restarts the scatter list of a vectored NVMe command at `offset`.
+///
+/// # Safety
+/// As for [`slot_sgl`]: `cb_arg` is the `SlotCtx` of a vectored command in
+/// flight, on the ring's thread.
 unsafe extern "C" fn nvme_reset_sgl(cb_arg: *mut c_void, offset: u32) {
     // SAFETY: SPDK passes back the cb_arg the command was submitted with.
     if let Some(sgl) = unsafe { slot_sgl(cb_arg) } {
@@ -521,6 +534,9 @@ unsafe extern "C" fn nvme_reset_sgl(cb_arg: *mut c_void, offset: u32) {
 }
 
 /// SPDK asks for the next segment of a vectored NVMe command. Cannot panic.
+///
+/// # Safety
+/// As for [`nvme_reset_sgl`]; `address` and `length` are writable.
 unsafe extern "C" fn nvme_next_sge(
     cb_arg: *mut c_void,
     address: *mut *mut c_void,

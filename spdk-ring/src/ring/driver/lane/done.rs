@@ -7,6 +7,9 @@ use spdk_ring_sys as sys;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// # Safety
+/// SPDK calls it once per lane I/O, with `ctx` the entry's `LaneSlot` and
+/// `bdev_io` not yet freed.
 pub(super) unsafe extern "C" fn lane_io_done(
     bdev_io: *mut sys::spdk_bdev_io,
     success: bool,
