@@ -47,184 +47,190 @@ impl SpdkDriver {
         } else {
             IoTypes::READ
         };
-        // SAFETY: (for every call below) desc and ch are this target's open
-        // descriptor and channel on this thread; buffers are owned by `op`,
-        // which the core keeps in its slot until completion, so their memory
-        // stays valid and unaliased while SPDK uses it; lengths were checked
-        // against the buffers; ctx is this entry's stable slot context.
-        let rc = unsafe {
-            match &mut op.kind {
-                IoKind::Read {
-                    buf,
-                    offset_blocks,
-                    num_blocks,
+        // The contract of every SPDK call below (each block names its part):
+        // desc and ch are this target's open descriptor and channel on this
+        // thread; buffers are owned by `op`, which the core keeps in its
+        // slot until completion, so their memory stays valid and unaliased
+        // while SPDK uses it; lengths were checked against the buffers; ctx
+        // is this entry's stable slot context.
+        let rc = match &mut op.kind {
+            IoKind::Read {
+                buf,
+                offset_blocks,
+                num_blocks,
+            }
+            | IoKind::Write {
+                buf,
+                offset_blocks,
+                num_blocks,
+            } => {
+                // The lane's checks, in the same order (see `check`).
+                let checks = &t.checks;
+                let Some(n) = checks.pass(is_write, buf.len(), *offset_blocks, *num_blocks) else {
+                    return failed(checks.errno(is_write, buf.len(), *num_blocks));
+                };
+                self.arm(slot, token, index, n * u64::from(bs));
+                let f = if is_write {
+                    sys::spdk_bdev_write_blocks
+                } else {
+                    sys::spdk_bdev_read_blocks
+                };
+                let data = buf.as_mut_ptr().cast();
+                // SAFETY: the contract above; `buf` holds the n blocks.
+                unsafe { f(desc, ch, data, *offset_blocks, n, Some(io_done), ctx) }
+            }
+            IoKind::Readv {
+                bufs,
+                offset_blocks,
+                num_blocks,
+            }
+            | IoKind::Writev {
+                bufs,
+                offset_blocks,
+                num_blocks,
+            } => {
+                if !needs(rw_io) {
+                    return failed(libc::ENOTSUP);
                 }
-                | IoKind::Write {
-                    buf,
-                    offset_blocks,
-                    num_blocks,
-                } => {
-                    // The lane's checks, in the same order (see `check`).
-                    let checks = &t.checks;
-                    let Some(n) = checks.pass(is_write, buf.len(), *offset_blocks, *num_blocks)
-                    else {
-                        return failed(checks.errno(is_write, buf.len(), *num_blocks));
-                    };
-                    self.arm(slot, token, index, n * u64::from(bs));
-                    let f = if is_write {
-                        sys::spdk_bdev_write_blocks
-                    } else {
-                        sys::spdk_bdev_read_blocks
-                    };
-                    f(
-                        desc,
-                        ch,
-                        buf.as_mut_ptr().cast(),
-                        *offset_blocks,
-                        n,
-                        Some(io_done),
-                        ctx,
-                    )
+                // SAFETY: this entry is being started; nothing else
+                // uses its slot's scatter list.
+                let n = match unsafe { self.load_sgl(token, bufs, *num_blocks, bs) } {
+                    Ok(n) => n,
+                    Err(e) => return failed(e),
+                };
+                if !in_range(*offset_blocks, n) {
+                    return failed(libc::EINVAL);
                 }
-                IoKind::Readv {
-                    bufs,
-                    offset_blocks,
-                    num_blocks,
+                // SAFETY: the slot's scatter list, just loaded; nothing
+                // else refers to it until SPDK reads it in the call below.
+                let iovs = unsafe { &mut (*self.iovecs[token.index() as usize].get()).iovs };
+                self.arm(slot, token, index, n * u64::from(bs));
+                let f = if is_write {
+                    sys::spdk_bdev_writev_blocks
+                } else {
+                    sys::spdk_bdev_readv_blocks
+                };
+                let (iov, iovcnt) = (iovs.as_mut_ptr().cast(), bufs.len() as i32);
+                // SAFETY: the contract above; the scatter list covers
+                // the buffers, which hold the n blocks.
+                unsafe { f(desc, ch, iov, iovcnt, *offset_blocks, n, Some(io_done), ctx) }
+            }
+            IoKind::WriteZeroes {
+                offset_blocks,
+                num_blocks,
+            }
+            | IoKind::Unmap {
+                offset_blocks,
+                num_blocks,
+            }
+            | IoKind::Flush {
+                offset_blocks,
+                num_blocks,
+            } => {
+                let (io, f) = range_op;
+                if !needs(io) {
+                    return failed(libc::ENOTSUP);
                 }
-                | IoKind::Writev {
-                    bufs,
-                    offset_blocks,
-                    num_blocks,
-                } => {
-                    if !needs(rw_io) {
-                        return failed(libc::ENOTSUP);
-                    }
-                    let n = match self.load_sgl(token, bufs, *num_blocks, bs) {
-                        Ok(n) => n,
-                        Err(e) => return failed(e),
-                    };
-                    if !in_range(*offset_blocks, n) {
-                        return failed(libc::EINVAL);
-                    }
-                    let iovs = &mut (*self.iovecs[token.index() as usize].get()).iovs;
-                    self.arm(slot, token, index, n * u64::from(bs));
-                    let f = if is_write {
-                        sys::spdk_bdev_writev_blocks
-                    } else {
-                        sys::spdk_bdev_readv_blocks
-                    };
-                    f(
-                        desc,
-                        ch,
-                        iovs.as_mut_ptr().cast(),
-                        bufs.len() as i32,
-                        *offset_blocks,
-                        n,
-                        Some(io_done),
-                        ctx,
-                    )
+                if *num_blocks == 0 || !in_range(*offset_blocks, *num_blocks) {
+                    return failed(libc::EINVAL);
                 }
-                IoKind::WriteZeroes {
-                    offset_blocks,
-                    num_blocks,
+                self.arm(slot, token, index, 0);
+                // SAFETY: the contract above (no buffer).
+                unsafe { f(desc, ch, *offset_blocks, *num_blocks, Some(io_done), ctx) }
+            }
+            IoKind::Compare {
+                buf,
+                offset_blocks,
+                num_blocks,
+            } => {
+                if !needs(IoTypes::COMPARE) {
+                    return failed(libc::ENOTSUP);
                 }
-                | IoKind::Unmap {
-                    offset_blocks,
-                    num_blocks,
+                let n = match blocks_for(buf.len(), *num_blocks, bs) {
+                    Ok(n) => n,
+                    Err(e) => return failed(e),
+                };
+                if !in_range(*offset_blocks, n) {
+                    return failed(libc::EINVAL);
                 }
-                | IoKind::Flush {
-                    offset_blocks,
-                    num_blocks,
-                } => {
-                    let (io, f) = range_op;
-                    if !needs(io) {
-                        return failed(libc::ENOTSUP);
-                    }
-                    if *num_blocks == 0 || !in_range(*offset_blocks, *num_blocks) {
-                        return failed(libc::EINVAL);
-                    }
-                    self.arm(slot, token, index, 0);
-                    f(desc, ch, *offset_blocks, *num_blocks, Some(io_done), ctx)
-                }
-                IoKind::Compare {
-                    buf,
-                    offset_blocks,
-                    num_blocks,
-                } => {
-                    if !needs(IoTypes::COMPARE) {
-                        return failed(libc::ENOTSUP);
-                    }
-                    let n = match blocks_for(buf.len(), *num_blocks, bs) {
-                        Ok(n) => n,
-                        Err(e) => return failed(e),
-                    };
-                    if !in_range(*offset_blocks, n) {
-                        return failed(libc::EINVAL);
-                    }
-                    self.arm(slot, token, index, n * u64::from(bs));
+                self.arm(slot, token, index, n * u64::from(bs));
+                let data = buf.as_mut_ptr().cast();
+                // SAFETY: the contract above; `buf` holds the n blocks.
+                unsafe {
                     sys::spdk_bdev_compare_blocks(
                         desc,
                         ch,
-                        buf.as_mut_ptr().cast(),
+                        data,
                         *offset_blocks,
                         n,
                         Some(io_done),
                         ctx,
                     )
                 }
-                IoKind::Reset => {
-                    if !needs(IoTypes::RESET) {
-                        return failed(libc::ENOTSUP);
-                    }
-                    self.arm(slot, token, index, 0);
-                    sys::spdk_bdev_reset(desc, ch, Some(io_done), ctx)
+            }
+            IoKind::Reset => {
+                if !needs(IoTypes::RESET) {
+                    return failed(libc::ENOTSUP);
                 }
-                IoKind::NvmePassthru { cmd, buf } => {
-                    if !needs(IoTypes::NVME_IO) {
-                        return failed(libc::ENOTSUP);
-                    }
-                    let raw = to_nvme_cmd(cmd);
-                    let (ptr, len) = raw_buffer(buf);
-                    self.arm(slot, token, index, len as u64);
+                self.arm(slot, token, index, 0);
+                // SAFETY: the contract above (no buffer).
+                unsafe { sys::spdk_bdev_reset(desc, ch, Some(io_done), ctx) }
+            }
+            IoKind::NvmePassthru { cmd, buf } => {
+                if !needs(IoTypes::NVME_IO) {
+                    return failed(libc::ENOTSUP);
+                }
+                let raw = to_nvme_cmd(cmd);
+                let (ptr, len) = raw_buffer(buf);
+                self.arm(slot, token, index, len as u64);
+                // SAFETY: the contract above; ptr and len are the
+                // optional buffer's (null and 0 without one).
+                unsafe {
                     sys::spdk_bdev_nvme_io_passthru(desc, ch, &raw, ptr, len, Some(io_done), ctx)
                 }
-                IoKind::NvmeAdmin { cmd, buf } => {
-                    if !needs(IoTypes::NVME_ADMIN) {
-                        return failed(libc::ENOTSUP);
-                    }
-                    let raw = to_nvme_cmd(cmd);
-                    let (ptr, len) = raw_buffer(buf);
-                    self.arm(slot, token, index, len as u64);
+            }
+            IoKind::NvmeAdmin { cmd, buf } => {
+                if !needs(IoTypes::NVME_ADMIN) {
+                    return failed(libc::ENOTSUP);
+                }
+                let raw = to_nvme_cmd(cmd);
+                let (ptr, len) = raw_buffer(buf);
+                self.arm(slot, token, index, len as u64);
+                // SAFETY: as for the I/O passthru above.
+                unsafe {
                     sys::spdk_bdev_nvme_admin_passthru(desc, ch, &raw, ptr, len, Some(io_done), ctx)
                 }
-                IoKind::Blob(_) => return failed(libc::EINVAL),
-                IoKind::Raw {
-                    ptr,
-                    len,
-                    offset_blocks,
-                    ..
-                } => {
-                    if !needs(rw_io) {
-                        return failed(libc::ENOTSUP);
-                    }
-                    if ptr.is_null() {
-                        return failed(libc::EFAULT);
-                    }
-                    let n = match blocks_for(*len, WHOLE_BUFFER, bs) {
-                        Ok(n) if n > 0 => n,
-                        _ => return failed(libc::EINVAL),
-                    };
-                    if !in_range(*offset_blocks, n) {
-                        return failed(libc::EINVAL);
-                    }
-                    self.arm(slot, token, index, *len as u64);
-                    let f = if is_write {
-                        sys::spdk_bdev_write_blocks
-                    } else {
-                        sys::spdk_bdev_read_blocks
-                    };
-                    f(desc, ch, ptr.cast(), *offset_blocks, n, Some(io_done), ctx)
+            }
+            IoKind::Blob(_) => return failed(libc::EINVAL),
+            IoKind::Raw {
+                ptr,
+                len,
+                offset_blocks,
+                ..
+            } => {
+                if !needs(rw_io) {
+                    return failed(libc::ENOTSUP);
                 }
+                if ptr.is_null() {
+                    return failed(libc::EFAULT);
+                }
+                let n = match blocks_for(*len, WHOLE_BUFFER, bs) {
+                    Ok(n) if n > 0 => n,
+                    _ => return failed(libc::EINVAL),
+                };
+                if !in_range(*offset_blocks, n) {
+                    return failed(libc::EINVAL);
+                }
+                self.arm(slot, token, index, *len as u64);
+                let f = if is_write {
+                    sys::spdk_bdev_write_blocks
+                } else {
+                    sys::spdk_bdev_read_blocks
+                };
+                // SAFETY: the contract above, except that the memory is
+                // the caller's, who promised (RawIo's `unsafe` builders)
+                // it stays valid and unaliased until the completion.
+                unsafe { f(desc, ch, ptr.cast(), *offset_blocks, n, Some(io_done), ctx) }
             }
         };
         match rc {

@@ -228,36 +228,39 @@ impl SpdkDriver {
             IoKind::Write { .. } => sys::spdk_nvme_ns_cmd_write,
             _ => sys::spdk_nvme_ns_cmd_compare,
         };
-        // SAFETY: (for every call below) ns, qpair and controller are this
-        // target's, used from the ring's thread; buffers are owned by `op`,
-        // which the core keeps until completion, and their lengths were
-        // checked; ctx is this entry's stable slot context.
-        let rc = unsafe {
-            match &mut op.kind {
-                IoKind::Read {
-                    buf,
-                    offset_blocks,
-                    num_blocks,
-                }
-                | IoKind::Write {
-                    buf,
-                    offset_blocks,
-                    num_blocks,
-                }
-                | IoKind::Compare {
-                    buf,
-                    offset_blocks,
-                    num_blocks,
-                } => {
-                    let n = match blocks_for(buf.len(), *num_blocks, bs) {
-                        Ok(n) if valid(*offset_blocks, n) => n,
-                        _ => return failed(libc::EINVAL),
-                    };
-                    self.arm(slot, token, index, n * u64::from(bs));
+        // The contract of every SPDK call below (each block names its part):
+        // ns, qpair and controller are this target's, used from the ring's
+        // thread; buffers are owned by `op`, which the core keeps until
+        // completion, and their lengths were checked; ctx is this entry's
+        // stable slot context.
+        let rc = match &mut op.kind {
+            IoKind::Read {
+                buf,
+                offset_blocks,
+                num_blocks,
+            }
+            | IoKind::Write {
+                buf,
+                offset_blocks,
+                num_blocks,
+            }
+            | IoKind::Compare {
+                buf,
+                offset_blocks,
+                num_blocks,
+            } => {
+                let n = match blocks_for(buf.len(), *num_blocks, bs) {
+                    Ok(n) if valid(*offset_blocks, n) => n,
+                    _ => return failed(libc::EINVAL),
+                };
+                self.arm(slot, token, index, n * u64::from(bs));
+                let data = buf.as_mut_ptr().cast();
+                // SAFETY: the contract above; `buf` holds the n blocks.
+                unsafe {
                     rw_command(
                         ns,
                         qp,
-                        buf.as_mut_ptr().cast(),
+                        data,
                         *offset_blocks,
                         n as u32,
                         Some(nvme_done),
@@ -265,14 +268,17 @@ impl SpdkDriver {
                         0,
                     )
                 }
-                IoKind::WriteZeroes {
-                    offset_blocks,
-                    num_blocks,
-                } => {
-                    if !valid(*offset_blocks, *num_blocks) {
-                        return failed(libc::EINVAL);
-                    }
-                    self.arm(slot, token, index, 0);
+            }
+            IoKind::WriteZeroes {
+                offset_blocks,
+                num_blocks,
+            } => {
+                if !valid(*offset_blocks, *num_blocks) {
+                    return failed(libc::EINVAL);
+                }
+                self.arm(slot, token, index, 0);
+                // SAFETY: the contract above (no buffer).
+                unsafe {
                     sys::spdk_nvme_ns_cmd_write_zeroes(
                         ns,
                         qp,
@@ -283,23 +289,26 @@ impl SpdkDriver {
                         0,
                     )
                 }
-                IoKind::Unmap {
-                    offset_blocks,
-                    num_blocks,
-                } => {
-                    // Deallocate ranges are 32-bit counts; SPDK copies the range.
-                    let end_ok = offset_blocks
-                        .checked_add(*num_blocks)
-                        .is_some_and(|end| end <= capacity);
-                    if *num_blocks == 0 || *num_blocks > u64::from(u32::MAX) || !end_ok {
-                        return failed(libc::EINVAL);
-                    }
-                    let range = sys::spdk_nvme_dsm_range {
-                        length: *num_blocks as u32,
-                        starting_lba: *offset_blocks,
-                        ..Default::default()
-                    };
-                    self.arm(slot, token, index, 0);
+            }
+            IoKind::Unmap {
+                offset_blocks,
+                num_blocks,
+            } => {
+                // Deallocate ranges are 32-bit counts; SPDK copies the range.
+                let end_ok = offset_blocks
+                    .checked_add(*num_blocks)
+                    .is_some_and(|end| end <= capacity);
+                if *num_blocks == 0 || *num_blocks > u64::from(u32::MAX) || !end_ok {
+                    return failed(libc::EINVAL);
+                }
+                let range = sys::spdk_nvme_dsm_range {
+                    length: *num_blocks as u32,
+                    starting_lba: *offset_blocks,
+                    ..Default::default()
+                };
+                self.arm(slot, token, index, 0);
+                // SAFETY: the contract above; SPDK copies the one range.
+                unsafe {
                     sys::spdk_nvme_ns_cmd_dataset_management(
                         ns,
                         qp,
@@ -310,18 +319,23 @@ impl SpdkDriver {
                         ctx,
                     )
                 }
-                IoKind::Flush { .. } => {
-                    self.arm(slot, token, index, 0);
-                    sys::spdk_nvme_ns_cmd_flush(ns, qp, Some(nvme_done), ctx)
-                }
-                IoKind::NvmePassthru { cmd, buf } => {
-                    let mut raw = to_nvme_cmd(cmd);
-                    raw.nsid = nsid;
-                    let (ptr, len) = raw_buffer(buf);
-                    let Ok(len32) = u32::try_from(len) else {
-                        return failed(libc::EINVAL);
-                    };
-                    self.arm(slot, token, index, len as u64);
+            }
+            IoKind::Flush { .. } => {
+                self.arm(slot, token, index, 0);
+                // SAFETY: the contract above (no buffer).
+                unsafe { sys::spdk_nvme_ns_cmd_flush(ns, qp, Some(nvme_done), ctx) }
+            }
+            IoKind::NvmePassthru { cmd, buf } => {
+                let mut raw = to_nvme_cmd(cmd);
+                raw.nsid = nsid;
+                let (ptr, len) = raw_buffer(buf);
+                let Ok(len32) = u32::try_from(len) else {
+                    return failed(libc::EINVAL);
+                };
+                self.arm(slot, token, index, len as u64);
+                // SAFETY: the contract above; ptr and len are the
+                // optional buffer's (null and 0 without one).
+                unsafe {
                     sys::spdk_nvme_ctrlr_cmd_io_raw(
                         ctrlr,
                         qp,
@@ -332,25 +346,30 @@ impl SpdkDriver {
                         ctx,
                     )
                 }
-                IoKind::Raw {
-                    write,
-                    ptr,
-                    len,
-                    offset_blocks,
-                } => {
-                    if ptr.is_null() {
-                        return failed(libc::EFAULT);
-                    }
-                    let n = match blocks_for(*len, WHOLE_BUFFER, bs) {
-                        Ok(n) if valid(*offset_blocks, n) => n,
-                        _ => return failed(libc::EINVAL),
-                    };
-                    let f = if *write {
-                        sys::spdk_nvme_ns_cmd_write
-                    } else {
-                        sys::spdk_nvme_ns_cmd_read
-                    };
-                    self.arm(slot, token, index, *len as u64);
+            }
+            IoKind::Raw {
+                write,
+                ptr,
+                len,
+                offset_blocks,
+            } => {
+                if ptr.is_null() {
+                    return failed(libc::EFAULT);
+                }
+                let n = match blocks_for(*len, WHOLE_BUFFER, bs) {
+                    Ok(n) if valid(*offset_blocks, n) => n,
+                    _ => return failed(libc::EINVAL),
+                };
+                let f = if *write {
+                    sys::spdk_nvme_ns_cmd_write
+                } else {
+                    sys::spdk_nvme_ns_cmd_read
+                };
+                self.arm(slot, token, index, *len as u64);
+                // SAFETY: the contract above, except that the memory is
+                // the caller's, who promised (RawIo's `unsafe` builders)
+                // it stays valid and unaliased until the completion.
+                unsafe {
                     f(
                         ns,
                         qp,
@@ -362,14 +381,18 @@ impl SpdkDriver {
                         0,
                     )
                 }
-                IoKind::NvmeAdmin { cmd, buf } => {
-                    let mut raw = to_nvme_cmd(cmd);
-                    let (ptr, len) = raw_buffer(buf);
-                    let Ok(len32) = u32::try_from(len) else {
-                        return failed(libc::EINVAL);
-                    };
-                    self.arm(slot, token, index, len as u64);
-                    admin = true;
+            }
+            IoKind::NvmeAdmin { cmd, buf } => {
+                let mut raw = to_nvme_cmd(cmd);
+                let (ptr, len) = raw_buffer(buf);
+                let Ok(len32) = u32::try_from(len) else {
+                    return failed(libc::EINVAL);
+                };
+                self.arm(slot, token, index, len as u64);
+                admin = true;
+                // SAFETY: as for the I/O passthru above; the admin queue
+                // is the controller's, its callback may run on any thread.
+                unsafe {
                     sys::spdk_nvme_ctrlr_cmd_admin_raw(
                         ctrlr,
                         &mut raw,
@@ -379,23 +402,30 @@ impl SpdkDriver {
                         ctx,
                     )
                 }
-                IoKind::Readv {
-                    bufs,
-                    offset_blocks,
-                    num_blocks,
-                }
-                | IoKind::Writev {
-                    bufs,
-                    offset_blocks,
-                    num_blocks,
-                } => {
-                    // The slot's own list, walked by SPDK through the SGL
-                    // callbacks while this command is in flight.
-                    let n = match self.load_sgl(token, bufs, *num_blocks, bs) {
-                        Ok(n) if valid(*offset_blocks, n) => n,
-                        _ => return failed(libc::EINVAL),
-                    };
-                    self.arm(slot, token, index, n * u64::from(bs));
+            }
+            IoKind::Readv {
+                bufs,
+                offset_blocks,
+                num_blocks,
+            }
+            | IoKind::Writev {
+                bufs,
+                offset_blocks,
+                num_blocks,
+            } => {
+                // The slot's own list, walked by SPDK through the SGL
+                // callbacks while this command is in flight.
+                // SAFETY: this entry is being started; nothing else
+                // uses its slot's scatter list.
+                let n = match unsafe { self.load_sgl(token, bufs, *num_blocks, bs) } {
+                    Ok(n) if valid(*offset_blocks, n) => n,
+                    _ => return failed(libc::EINVAL),
+                };
+                self.arm(slot, token, index, n * u64::from(bs));
+                // SAFETY: the contract above; the slot's scatter list
+                // covers the buffers, which hold the n blocks, and stays
+                // as loaded while SPDK walks it.
+                unsafe {
                     vectored_command(
                         ns,
                         qp,
@@ -408,9 +438,9 @@ impl SpdkDriver {
                         Some(nvme_next_sge),
                     )
                 }
-                IoKind::Reset => return failed(libc::ENOTSUP),
-                IoKind::Blob(_) => return failed(libc::EINVAL),
             }
+            IoKind::Reset => return failed(libc::ENOTSUP),
+            IoKind::Blob(_) => return failed(libc::EINVAL),
         };
         match rc {
             0 => {
