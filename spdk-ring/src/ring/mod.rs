@@ -74,6 +74,24 @@
 //! of core entries allocates; lane entries wait in their own slots. Size
 //! the CQ (default: twice the SQ) so that draining once per poll keeps it
 //! from filling.
+//!
+//! ## Where an entry goes (a map of `ring/`)
+//!
+//! One stage per file, in the order an entry meets them:
+//!
+//! | Stage | Lane (plain read/write on an idle core) | Core (everything else) |
+//! |-------|------------------------------------------|------------------------|
+//! | built | `opcode/` (`block.rs`, `nvme.rs`, `blob.rs`, `control.rs`: one `opcode!` each) into `op.rs` (what it asks) and `entry.rs` | same |
+//! | pushed | `mod.rs` `Ring::push` → `driver/lane/mod.rs` (`Lane::push`) | `mod.rs` → `queue/ring.rs` (`RingQueue::push`) |
+//! | checked | `driver/check.rs` (`RwChecks`, per target) | `driver/check.rs` for bdev reads and writes; `driver/{bdev,nvme,blob}.rs` for the rest |
+//! | started | `driver/lane/mod.rs` (`lane_start`) | `queue/ring.rs` decides, `driver/mod.rs` dispatches to `driver/{bdev,nvme,blob}.rs` |
+//! | finished by SPDK | `driver/lane/done.rs` (slot onto the finished list) | `driver/{bdev,nvme,blob}.rs` callbacks → `driver/inbox.rs` |
+//! | posted to the CQ | `mod.rs` `drain_inbox` admits lane completions in SPDK's order → `queue/cq_order.rs` | `mod.rs` `drain_inbox` → `queue/ring.rs` (`complete`) |
+//! | reaped | `mod.rs` `Ring::reap` → `completion.rs` (`CompletionRef`, lane form) | `completion.rs` (core form) |
+//!
+//! Targets (registration, removal, unregistering) are in `targets.rs` and
+//! `driver/mod.rs` (`refresh_target`); the lane's slots and lists in
+//! `driver/lane/slot.rs`.
 
 mod completion;
 mod driver;
