@@ -56,7 +56,7 @@ impl Ring {
     pub fn is_failed(&self, target: Target) -> bool {
         self.driver
             .target(target.index)
-            .and_then(|t| t.nvme.as_ref())
+            .and_then(|t| t.nvme())
             .is_some_and(|q| q.failed)
     }
 

@@ -8,10 +8,7 @@ impl SpdkDriver {
     /// blobstore or NVMe namespace: `start` checked).
     pub(super) fn start_bdev(&mut self, token: Token, index: u32, op: &mut IoOp) -> StartOutcome {
         let t = &self.targets[index as usize];
-        if t.removed || t.channel.is_none() {
-            return failed(libc::ENODEV);
-        }
-        let (Some(desc), Some(channel)) = (&t.desc, &t.channel) else {
+        let Some((desc, channel)) = t.bdev_channel().filter(|_| !t.removed) else {
             return failed(libc::ENODEV);
         };
         let (desc, ch) = (desc.as_ptr(), channel.as_ptr());
@@ -334,7 +331,7 @@ pub(super) fn raw_abort(t: &TargetState, cb_arg: *mut c_void) -> Result<(), ()> 
     if !t.io_types.contains(IoTypes::ABORT) {
         return Err(());
     }
-    let (Some(desc), Some(channel)) = (&t.desc, &t.channel) else {
+    let Some((desc, channel)) = t.bdev_channel() else {
         return Err(());
     };
     // SAFETY: desc/channel are open on this thread; cb_arg is only compared

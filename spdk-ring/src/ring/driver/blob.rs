@@ -148,10 +148,14 @@ impl SpdkDriver {
         let units = store.total_data_clusters() * store.cluster_size() / io_unit.max(1);
         let index = self.targets.len() as u32;
         self.targets.push(super::TargetState {
-            nvme: None,
-            channel: None,
-            desc: None,
-            bdev: std::ptr::null_mut(),
+            backend: super::Backend::Blob(BlobTarget {
+                max_in_flight: (inner.max_channel_ops / OPS_PER_ENTRY).max(1),
+                store: inner,
+                channel,
+                io_unit,
+                nomem: false,
+                nomem_in_flight: 0,
+            }),
             block_size: io_unit as u32,
             num_blocks: units,
             io_types: crate::bdev::IoTypes::empty(),
@@ -162,14 +166,6 @@ impl SpdkDriver {
             in_flight: 0,
             checks: super::check::RwChecks::NONE,
             wait: super::WaitCtx::new(self.inbox, index),
-            blob: Some(BlobTarget {
-                max_in_flight: (inner.max_channel_ops / OPS_PER_ENTRY).max(1),
-                store: inner,
-                channel,
-                io_unit,
-                nomem: false,
-                nomem_in_flight: 0,
-            }),
         });
         Ok(index)
     }
@@ -210,7 +206,7 @@ impl SpdkDriver {
         let inbox = unsafe { &*self.inbox };
         for (index, t) in self.targets.iter_mut().enumerate() {
             let in_flight = t.in_flight;
-            let Some(b) = t.blob.as_mut() else { continue };
+            let Some(b) = t.blob_mut() else { continue };
             if b.nomem && retry_empty && (in_flight == 0 || in_flight < b.nomem_in_flight) {
                 b.nomem = false;
                 inbox.post(Event::Unblock {
@@ -230,10 +226,7 @@ impl SpdkDriver {
             return self.blob_wait(index, false);
         }
         let t = &self.targets[index as usize];
-        let at_cap = t
-            .blob
-            .as_ref()
-            .is_some_and(|b| t.in_flight >= b.max_in_flight);
+        let at_cap = t.blob().is_some_and(|b| t.in_flight >= b.max_in_flight);
         if at_cap && op.data_kind().is_some() {
             return self.blob_wait(index, false);
         }
@@ -251,10 +244,7 @@ impl SpdkDriver {
     /// ENOMEM inside the call.
     fn issue_blob(&self, token: Token, index: u32, op: &mut BlobOp) -> StartOutcome {
         let state = self.blob.as_ref().expect("a blob target exists");
-        let b = self.targets[index as usize]
-            .blob
-            .as_ref()
-            .expect("a blob target");
+        let b = self.targets[index as usize].blob().expect("a blob target");
         let slot = &self.slots[token.index() as usize];
         let bslot = &state.slots[token.index() as usize];
         let ctx = bslot as *const BlobSlot as *mut c_void;
@@ -452,7 +442,7 @@ impl SpdkDriver {
         }
         let t = &mut self.targets[index as usize];
         let in_flight = t.in_flight;
-        if let Some(b) = t.blob.as_mut() {
+        if let Some(b) = t.blob_mut() {
             b.nomem = true;
             b.nomem_in_flight = in_flight;
         }

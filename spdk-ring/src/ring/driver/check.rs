@@ -50,7 +50,7 @@ impl RwChecks {
     pub(crate) fn of(t: &TargetState) -> RwChecks {
         let gone = if t.unregistered {
             libc::EBADF
-        } else if t.removed || t.channel.is_none() {
+        } else if t.removed || t.bdev_channel().is_none() {
             libc::ENODEV
         } else {
             0

@@ -114,14 +114,28 @@ fn raw_buffer(buf: &mut Option<crate::dma::DmaBuf>) -> (*mut c_void, usize) {
     }
 }
 
-/// A registered bdev or NVMe namespace, the io_uring "fixed file" of this ring.
+/// What serves a target's entries.
+pub(crate) enum Backend {
+    /// A bdev, through the ring's own channel; both `None` once released
+    /// (unregistered, or removed and drained).
+    Bdev {
+        channel: Option<IoChannel>,
+        desc: Option<BdevDesc>,
+        bdev: *mut sys::spdk_bdev,
+    },
+    /// An NVMe namespace, through the ring's own qpair.
+    Nvme(NvmeQueue),
+    /// A blobstore, through the ring's own channel on it.
+    Blob(blob::BlobTarget),
+    /// An unregistered NVMe or blobstore target whose qpair or channel
+    /// (and store reference) was released.
+    Released,
+}
+
+/// A registered target, the io_uring "fixed file" of this ring: its
+/// backend and what every path checks against.
 pub(crate) struct TargetState {
-    /// For NVMe namespace targets (no channel, descriptor or bdev).
-    pub(crate) nvme: Option<NvmeQueue>,
-    /// `None` once released (unregistered, or removed and drained).
-    channel: Option<IoChannel>,
-    desc: Option<BdevDesc>,
-    bdev: *mut sys::spdk_bdev,
+    pub(crate) backend: Backend,
     block_size: u32,
     num_blocks: u64,
     io_types: IoTypes,
@@ -133,11 +147,49 @@ pub(crate) struct TargetState {
     /// Read and write checks, shared with the lane (`refresh_target`).
     checks: RwChecks,
     wait: Pinned<WaitCtx>,
-    /// For blobstore targets (no channel, descriptor or bdev).
-    pub(crate) blob: Option<blob::BlobTarget>,
 }
 
 impl TargetState {
+    pub(crate) fn nvme(&self) -> Option<&NvmeQueue> {
+        match &self.backend {
+            Backend::Nvme(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn nvme_mut(&mut self) -> Option<&mut NvmeQueue> {
+        match &mut self.backend {
+            Backend::Nvme(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn blob(&self) -> Option<&blob::BlobTarget> {
+        match &self.backend {
+            Backend::Blob(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn blob_mut(&mut self) -> Option<&mut blob::BlobTarget> {
+        match &mut self.backend {
+            Backend::Blob(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A bdev target's descriptor and channel, while it holds them.
+    fn bdev_channel(&self) -> Option<(&BdevDesc, &IoChannel)> {
+        match &self.backend {
+            Backend::Bdev {
+                desc: Some(desc),
+                channel: Some(channel),
+                ..
+            } => Some((desc, channel)),
+            _ => None,
+        }
+    }
+
     /// True once nothing of SPDK's refers to this target any more.
     fn is_idle(&self) -> bool {
         self.in_flight == 0 && !self.wait.waiting.get()
@@ -291,10 +343,11 @@ impl SpdkDriver {
         // SAFETY: an open descriptor has a live bdev.
         let bdev_ptr = unsafe { sys::spdk_bdev_desc_get_bdev(desc.as_ptr()) };
         self.targets.push(TargetState {
-            nvme: None,
-            channel: Some(channel),
-            desc: Some(desc.clone()),
-            bdev: bdev_ptr,
+            backend: Backend::Bdev {
+                channel: Some(channel),
+                desc: Some(desc.clone()),
+                bdev: bdev_ptr,
+            },
             block_size: bdev.block_size(),
             num_blocks: bdev.num_blocks(),
             io_types: bdev.io_types(),
@@ -305,7 +358,6 @@ impl SpdkDriver {
             in_flight: 0,
             checks: RwChecks::NONE,
             wait: WaitCtx::new(self.inbox, index),
-            blob: None,
         });
         index
     }
@@ -342,24 +394,26 @@ impl SpdkDriver {
         for index in 0..self.targets.len() {
             let running_in_lane = |lane: &lane::Lane| lane.runs_on(index as u32);
             let t = &mut self.targets[index];
-            if t.unregistered && t.in_flight == 0 {
+            let holds_queue = matches!(t.backend, Backend::Nvme(_) | Backend::Blob(_));
+            if t.unregistered && t.in_flight == 0 && holds_queue {
                 // NVMe qpair, or blob channel (and the store reference).
-                t.nvme = None;
-                t.blob = None;
+                t.backend = Backend::Released;
             }
-            pending |= t.unregistered && (t.nvme.is_some() || t.blob.is_some());
-            if t.channel.is_none() {
+            pending |= t.unregistered && matches!(t.backend, Backend::Nvme(_) | Backend::Blob(_));
+            let Some((desc, _)) = t.bdev_channel() else {
                 continue;
-            }
-            if !t.removed && t.desc.as_ref().is_some_and(BdevDesc::is_removed) {
+            };
+            if !t.removed && desc.is_removed() {
                 t.removed = true;
             }
             if !(t.removed || t.unregistered) {
                 continue;
             }
             if t.is_idle() && !running_in_lane(&self.lane) {
-                t.channel = None;
-                t.desc = None;
+                if let Backend::Bdev { channel, desc, .. } = &mut t.backend {
+                    *channel = None;
+                    *desc = None;
+                }
             } else {
                 pending = true;
             }
@@ -389,15 +443,23 @@ impl SpdkDriver {
         if t.wait.waiting.get() {
             return;
         }
-        let Some(channel) = &t.channel else { return };
+        let Backend::Bdev {
+            channel: Some(channel),
+            bdev,
+            ..
+        } = &t.backend
+        else {
+            return;
+        };
+        let bdev = *bdev;
         let wait = &mut *t.wait;
-        wait.entry.bdev = t.bdev;
+        wait.entry.bdev = bdev;
         wait.entry.cb_fn = Some(io_wait_done);
         wait.entry.cb_arg = wait as *mut WaitCtx as *mut c_void;
         wait.waiting.set(true);
         // SAFETY: the entry lives in a Box kept until its callback ran; the
         // bdev and channel are this target's, on this thread.
-        let rc = unsafe { sys::spdk_bdev_queue_io_wait(t.bdev, channel.as_ptr(), &mut wait.entry) };
+        let rc = unsafe { sys::spdk_bdev_queue_io_wait(bdev, channel.as_ptr(), &mut wait.entry) };
         if rc != 0 {
             // Memory came back between the failed submit and now: retry
             // on the next poll instead of waiting for a callback.
@@ -420,7 +482,7 @@ impl Driver<IoOp> for SpdkDriver {
         if t.unregistered {
             return failed(libc::EBADF);
         }
-        if t.blob.is_some() {
+        if t.blob().is_some() {
             return match &mut op.kind {
                 IoKind::Blob(blob_op) => self.start_blob(token, index, blob_op),
                 _ => failed(libc::EINVAL),
@@ -429,7 +491,7 @@ impl Driver<IoOp> for SpdkDriver {
         if let IoKind::Blob(_) = op.kind {
             return failed(libc::EINVAL);
         }
-        if t.nvme.is_some() {
+        if t.nvme().is_some() {
             return self.start_nvme(token, index, op);
         }
         self.start_bdev(token, index, op)
@@ -442,7 +504,7 @@ impl Driver<IoOp> for SpdkDriver {
     fn abort(&mut self, token: Token, target: TargetId, _op: &mut IoOp) -> Result<(), ()> {
         let t = self.targets.get(target.0 as usize).ok_or(())?;
         let slot = &self.slots[token.index() as usize] as *const SlotCtx as *mut c_void;
-        match &t.nvme {
+        match t.nvme() {
             Some(q) => q.abort(slot),
             None => raw_abort(t, slot),
         }

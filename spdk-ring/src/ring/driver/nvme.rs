@@ -88,7 +88,7 @@ impl SpdkDriver {
         let index = self.targets.len() as u32;
         self.nvme_targets += 1;
         self.targets.push(TargetState {
-            nvme: Some(NvmeQueue {
+            backend: Backend::Nvme(NvmeQueue {
                 qpair,
                 ns,
                 nsid,
@@ -96,9 +96,6 @@ impl SpdkDriver {
                 nomem: false,
                 ctrlr: ctrlr.clone(),
             }),
-            channel: None,
-            desc: None,
-            bdev: std::ptr::null_mut(),
             block_size,
             num_blocks,
             io_types: IoTypes::READ
@@ -117,7 +114,6 @@ impl SpdkDriver {
             in_flight: 0,
             checks: RwChecks::NONE,
             wait: WaitCtx::new(self.inbox, index),
-            blob: None,
         });
         Ok(index)
     }
@@ -129,7 +125,7 @@ impl SpdkDriver {
         let q = self
             .targets
             .get_mut(index as usize)
-            .and_then(|t| t.nvme.as_mut())
+            .and_then(|t| t.nvme_mut())
             .ok_or(Error::Errno(Errno::EBADF))?;
         // SAFETY: controller and qpair are this target's, on the ring's
         // thread; both calls are synchronous.
@@ -169,7 +165,8 @@ impl SpdkDriver {
         let inbox = unsafe { &*self.inbox };
         let mut admin_due = None;
         for (index, t) in self.targets.iter_mut().enumerate() {
-            let Some(q) = t.nvme.as_mut() else { continue };
+            let in_flight = t.in_flight;
+            let Some(q) = t.nvme_mut() else { continue };
             // Failed qpairs are still processed: SPDK completes their
             // outstanding requests (aborted) from here.
             // SAFETY: the qpair is ours, used from the ring's thread.
@@ -177,7 +174,7 @@ impl SpdkDriver {
             if rc < 0 {
                 q.failed = true;
             }
-            if q.nomem && (rc > 0 || t.in_flight == 0) {
+            if q.nomem && (rc > 0 || in_flight == 0) {
                 q.nomem = false;
                 inbox.post(Event::Unblock {
                     target: index as u32,
@@ -204,7 +201,7 @@ impl SpdkDriver {
     /// Starts an entry on an NVMe namespace target.
     pub(super) fn start_nvme(&mut self, token: Token, index: u32, op: &mut IoOp) -> StartOutcome {
         let t = &self.targets[index as usize];
-        let q = t.nvme.as_ref().expect("checked by the caller");
+        let q = t.nvme().expect("checked by the caller");
         if q.failed {
             return failed(libc::ENXIO);
         }
@@ -453,7 +450,7 @@ impl SpdkDriver {
             }
             rc if rc == -libc::ENOMEM => {
                 self.enomem_retries += 1;
-                if let Some(q) = self.targets[index as usize].nvme.as_mut() {
+                if let Some(q) = self.targets[index as usize].nvme_mut() {
                     q.nomem = true;
                 }
                 StartOutcome::NoMem

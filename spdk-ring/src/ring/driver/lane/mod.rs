@@ -38,7 +38,7 @@ mod slot;
 pub(crate) use slot::SlotPtr;
 
 use super::check::RwChecks;
-use super::{raw_abort, SpdkDriver, TargetState};
+use super::{raw_abort, Backend, SpdkDriver, TargetState};
 use crate::dma::DmaBuf;
 use crate::pinned::Pinned;
 use crate::queue::{IoError, NvmeStatus, ECANCELED};
@@ -101,12 +101,12 @@ impl LaneTarget {
     };
 
     fn of(t: &TargetState) -> LaneTarget {
-        if t.nvme.is_some() || t.blob.is_some() {
+        if !matches!(t.backend, Backend::Bdev { .. }) {
             return LaneTarget::NOT_SERVED;
         }
-        let (desc, ch) = match (&t.desc, &t.channel) {
-            (Some(desc), Some(channel)) => (desc.as_ptr(), channel.as_ptr()),
-            _ => (std::ptr::null_mut(), std::ptr::null_mut()),
+        let (desc, ch) = match t.bdev_channel() {
+            Some((desc, channel)) => (desc.as_ptr(), channel.as_ptr()),
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
         };
         LaneTarget {
             desc,
