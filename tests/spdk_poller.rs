@@ -301,6 +301,39 @@ fn poller_panic_is_reported_and_the_thread_keeps_working() {
 
 #[cfg(spdk)]
 #[test]
+fn poller_panic_during_a_poll_nested_in_another_poller_blames_only_the_panicking_one() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use support::*;
+    let thread = thread("poller-nested-panic");
+    let faulty = Poller::register(Duration::ZERO, || panic!("nested boom")).unwrap();
+    // A timed poller leaves SPDK's timer tree while it runs, so SPDK
+    // supports a poll from inside it.
+    let inner_thread = thread.clone();
+    let nested_polls = Rc::new(Cell::new(0));
+    let counter = nested_polls.clone();
+    let outer = Poller::register(Duration::from_micros(1), move || {
+        inner_thread.poll();
+        counter.set(counter.get() + 1);
+        PollerStatus::Busy
+    })
+    .unwrap();
+    let resumed = catch_unwind(AssertUnwindSafe(|| {
+        thread.poll_until(WAIT, || nested_polls.get() >= 1)
+    }))
+    .expect_err("the outermost poll resumes the panic");
+    assert_eq!(resumed.downcast_ref::<&str>(), Some(&"nested boom"));
+    assert!(faulty.has_panicked());
+    assert!(
+        !outer.has_panicked(),
+        "the poller that polled is not blamed"
+    );
+    let ran = nested_polls.get();
+    assert!(thread.poll_until(WAIT, || nested_polls.get() > ran));
+    drop((faulty, outer));
+}
+
+#[cfg(spdk)]
+#[test]
 fn poller_busy_and_idle_reach_spdk_thread_stats() {
     use support::*;
     let thread = thread("poller-stats");

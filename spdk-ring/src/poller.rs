@@ -18,8 +18,9 @@
 //! [`SpdkRuntime::poll`](crate::SpdkRuntime::poll), which call it) resumes
 //! the panic on the caller's side, after SPDK's poll has finished. If
 //! several pollers panic before that, the first payload is resumed and the
-//! rest are dropped (the panic hook has already printed each). The thread
-//! itself is unaffected: catch the resumed panic and keep polling. Under
+//! rest are dropped (the panic hook has already printed each). A poll made
+//! from inside a poller's closure leaves the payload to the outermost poll.
+//! The thread itself is unaffected: catch the resumed panic and keep polling. Under
 //! [`SpdkApp`](crate::SpdkApp) the framework's reactor polls the thread, so
 //! nothing resumes the payload: check [`Poller::has_panicked`].
 //!
@@ -59,25 +60,51 @@ impl PollerStatus {
     }
 }
 
+/// The contained poller panics of one OS thread.
+struct Contained {
+    /// The first one not yet resumed.
+    payload: Cell<Option<Box<dyn Any + Send>>>,
+    /// How many poller closures are running: a poll from inside one leaves
+    /// the payload to the outermost poll, so that the closure that polled
+    /// is not blamed for another poller's panic.
+    depth: Cell<u32>,
+}
+
 thread_local! {
-    /// The first contained poller panic not yet resumed on this OS thread.
-    static CONTAINED_PANIC: Cell<Option<Box<dyn Any + Send>>> = const { Cell::new(None) };
+    static CONTAINED: Contained = const {
+        Contained {
+            payload: Cell::new(None),
+            depth: Cell::new(0),
+        }
+    };
 }
 
 fn keep_panic(payload: Box<dyn Any + Send>) {
-    CONTAINED_PANIC.with(|slot| {
-        let first = slot.take();
-        slot.set(Some(first.unwrap_or(payload)));
+    CONTAINED.with(|contained| {
+        let first = contained.payload.take();
+        contained.payload.set(Some(first.unwrap_or(payload)));
     });
 }
 
 /// Resumes a panic a poller on this OS thread contained, if any (called by
-/// [`SpdkThread::poll`] after SPDK's poll returns).
+/// [`SpdkThread::poll`] after SPDK's poll returns; not inside a poller).
 #[inline]
 pub(crate) fn resume_contained_panic() {
-    if let Some(payload) = CONTAINED_PANIC.with(Cell::take) {
+    let payload = CONTAINED.with(|contained| match contained.depth.get() {
+        0 => contained.payload.take(),
+        _ => None,
+    });
+    if let Some(payload) = payload {
         resume_contained(payload);
     }
+}
+
+fn add_depth(delta: i32) {
+    CONTAINED.with(|contained| {
+        contained
+            .depth
+            .set(contained.depth.get().wrapping_add_signed(delta))
+    });
 }
 
 #[cold]
@@ -123,8 +150,10 @@ unsafe extern "C" fn run_poller<F: FnMut() -> PollerStatus + 'static>(arg: *mut 
     state.running.set(true);
     // SAFETY: as above; `running` proves this is the only live `&mut`.
     let closure = unsafe { UnsafeCell::raw_get(addr_of!((*registration).closure)) };
+    add_depth(1);
     // SAFETY: see `closure`.
     let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { (*closure)() }));
+    add_depth(-1);
     state.running.set(false);
     let status = match outcome {
         Ok(status) => status,
