@@ -51,6 +51,8 @@ mod with_spdk {
     assert_not_impl!(SpdkRuntime: Sync);
     assert_not_impl!(Ring: Send);
     assert_not_impl!(Ring: Sync);
+    assert_not_impl!(Poller: Send);
+    assert_not_impl!(Poller: Sync);
     assert_not_impl!(nvme::NvmeController: Send);
     assert_not_impl!(nvme::NvmeController: Sync);
     assert_not_impl!(nvme::NvmeNamespace<'static>: Send);

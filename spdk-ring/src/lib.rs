@@ -8,7 +8,8 @@
 //! This crate also provides the safe handles the ring builds on:
 //! [`SpdkRuntime`] (SPDK embedded in an ordinary `main`, driven by
 //! polling), [`SpdkApp`] (the classic `spdk_app_start` framework),
-//! [`SpdkThread`], [`DmaBuf`], [`Bdev`], [`BdevDesc`] and [`IoChannel`].
+//! [`SpdkThread`], [`Poller`], [`DmaBuf`], [`Bdev`], [`BdevDesc`] and
+//! [`IoChannel`].
 //!
 //! ## Building
 //! The SPDK API is compiled in when the build finds an installed SPDK
@@ -34,6 +35,7 @@
 //! | [`IoChannel`] | no | no | per-thread by definition |
 //! | [`DmaBuf`] | yes | no | can move between threads; never shared during I/O |
 //! | [`Ring`] | no | no | belongs to one SPDK thread |
+//! | [`Poller`] | no | no | registered on one SPDK thread |
 //! | [`nvme::NvmeController`] | no | no | operated from the thread that attached it |
 //! | [`nvme::NvmeNamespace`] | no | no | borrowed from its controller |
 
@@ -71,6 +73,8 @@ mod log;
 #[cfg(spdk)]
 pub mod nvme;
 #[cfg(spdk)]
+pub mod poller;
+#[cfg(spdk)]
 pub mod ring;
 #[cfg(spdk)]
 pub mod runtime;
@@ -85,6 +89,8 @@ pub use bdev::{Bdev, BdevDesc, IoChannel, IoTypes, OpenMode};
 pub use dma::{DmaBuf, DEFAULT_DMA_ALIGN};
 #[cfg(spdk)]
 pub use env::{is_initialized as env_is_initialized, LogLevel, LogOutput, SpdkEnv, SpdkEnvBuilder};
+#[cfg(spdk)]
+pub use poller::{Poller, PollerStatus};
 pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{

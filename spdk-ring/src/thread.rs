@@ -268,9 +268,16 @@ impl SpdkThread {
     }
 
     /// Runs queued messages and pollers once. Returns > 0 if work was done.
+    ///
+    /// # Panics
+    /// Resumes the panic of a [`Poller`](crate::Poller) on this OS thread
+    /// that panicked during this or an earlier poll (contained while SPDK
+    /// ran it; see [`poller`](crate::poller)).
     pub fn poll(&self) -> i32 {
         // SAFETY: the thread is alive (self holds it) and bound to this OS thread.
-        unsafe { sys::spdk_thread_poll(self.inner.ptr.as_ptr(), 0, 0) }
+        let rc = unsafe { sys::spdk_thread_poll(self.inner.ptr.as_ptr(), 0, 0) };
+        crate::poller::resume_contained_panic();
+        rc
     }
 
     /// Polls until `done()` holds or `timeout` passes.
