@@ -38,6 +38,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_int, c_void, CString};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr::{addr_of, NonNull};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// What a poller reports to SPDK after each run.
@@ -79,9 +80,16 @@ thread_local! {
     };
 }
 
+/// Payloads kept in `CONTAINED`, over all OS threads: a plain load in the
+/// check every poll makes (a thread-local costs a call there).
+static PANICS_KEPT: AtomicUsize = AtomicUsize::new(0);
+
 fn keep_panic(payload: Box<dyn Any + Send>) {
     CONTAINED.with(|contained| {
         let first = contained.payload.take();
+        if first.is_none() {
+            PANICS_KEPT.fetch_add(1, Ordering::Relaxed);
+        }
         contained.payload.set(Some(first.unwrap_or(payload)));
     });
 }
@@ -90,11 +98,20 @@ fn keep_panic(payload: Box<dyn Any + Send>) {
 /// [`SpdkThread::poll`] after SPDK's poll returns; not inside a poller).
 #[inline]
 pub(crate) fn resume_contained_panic() {
+    if PANICS_KEPT.load(Ordering::Relaxed) != 0 {
+        resume_kept_panic();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn resume_kept_panic() {
     let payload = CONTAINED.with(|contained| match contained.depth.get() {
         0 => contained.payload.take(),
         _ => None,
     });
     if let Some(payload) = payload {
+        PANICS_KEPT.fetch_sub(1, Ordering::Relaxed);
         resume_contained(payload);
     }
 }
