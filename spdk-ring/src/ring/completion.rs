@@ -52,13 +52,51 @@ impl From<IoFailure> for crate::Error {
     }
 }
 
+/// What both completion forms report, as plain words.
+#[derive(Clone, Copy, Debug)]
+struct Outcome {
+    user_data: u64,
+    result: queue::IoResult,
+    flags: CompletionFlags,
+}
+
+/// The accessors of [`Outcome`] both completion forms offer, written once.
+macro_rules! outcome_accessors {
+    () => {
+        /// The `user_data` of the entry.
+        #[inline]
+        pub fn user_data(&self) -> u64 {
+            self.outcome.user_data
+        }
+
+        /// Bytes transferred (0 for entries that move no data), or the failure.
+        #[inline]
+        pub fn result(&self) -> Result<u64, IoFailure> {
+            self.outcome.result.map_err(IoFailure::from_queue)
+        }
+
+        #[inline]
+        pub fn is_ok(&self) -> bool {
+            self.outcome.result.is_ok()
+        }
+
+        /// [`CompletionFlags::OVERFLOWED`] if it waited in the CQ overflow backlog.
+        pub fn flags(&self) -> CompletionFlags {
+            self.outcome.flags
+        }
+
+        /// The errno, if the entry failed.
+        pub fn errno(&self) -> Option<Errno> {
+            self.outcome.result.err().map(|e| Errno(e.errno))
+        }
+    };
+}
+
 /// A completion: the entry's `user_data`, its result (bytes transferred or
 /// the failure) and, for I/O entries, the buffers it borrowed — on success
 /// and on error alike.
 pub struct Completion {
-    user_data: u64,
-    result: Result<u64, IoFailure>,
-    flags: CompletionFlags,
+    outcome: Outcome,
     bufs: Buffers,
 }
 
@@ -71,9 +109,7 @@ pub struct Completion {
 /// next `reap` sees it again, without the buffers already taken.
 pub struct CompletionRef<'a> {
     source: Source<'a>,
-    user_data: u64,
-    result: queue::IoResult,
-    flags: CompletionFlags,
+    outcome: Outcome,
 }
 
 /// Where the completion sits: the core's CQ, or the lane's.
@@ -87,12 +123,14 @@ impl<'a> CompletionRef<'a> {
     #[inline]
     pub(crate) fn front(queue: &'a mut queue::RingQueue<IoOp>) -> Option<CompletionRef<'a>> {
         let front = queue.front_completion()?;
-        let (user_data, result, flags) = (front.user_data, front.result, front.flags);
+        let outcome = Outcome {
+            user_data: front.user_data,
+            result: front.result,
+            flags: front.flags,
+        };
         Some(CompletionRef {
             source: Source::Core(queue),
-            user_data,
-            result,
-            flags,
+            outcome,
         })
     }
 
@@ -107,37 +145,15 @@ impl<'a> CompletionRef<'a> {
         let (user_data, result) = lane.outcome(slot);
         CompletionRef {
             source: Source::Lane(lane, queue, slot),
-            user_data,
-            result,
-            flags,
+            outcome: Outcome {
+                user_data,
+                result,
+                flags,
+            },
         }
     }
 
-    #[inline]
-    pub fn user_data(&self) -> u64 {
-        self.user_data
-    }
-
-    /// Bytes transferred (0 for entries that move no data), or the failure.
-    #[inline]
-    pub fn result(&self) -> Result<u64, IoFailure> {
-        self.result.map_err(IoFailure::from_queue)
-    }
-
-    #[inline]
-    pub fn is_ok(&self) -> bool {
-        self.result.is_ok()
-    }
-
-    /// [`CompletionFlags::OVERFLOWED`] if it waited in the CQ overflow backlog.
-    pub fn flags(&self) -> CompletionFlags {
-        self.flags
-    }
-
-    /// The errno, if the entry failed.
-    pub fn errno(&self) -> Option<Errno> {
-        self.result.err().map(|e| Errno(e.errno))
-    }
+    outcome_accessors!();
 
     /// The op still in the core's slot, if this is a core I/O entry.
     #[inline]
@@ -183,9 +199,7 @@ impl<'a> CompletionRef<'a> {
             Source::Core(_) => self.op().map(IoOp::take_buffers).unwrap_or_default(),
         };
         Completion {
-            user_data: self.user_data,
-            result: self.result.map_err(IoFailure::from_queue),
-            flags: self.flags,
+            outcome: self.outcome,
             bufs,
         }
     }
@@ -216,8 +230,8 @@ fn discard_core_front(queue: &mut queue::RingQueue<IoOp>) {
 impl fmt::Debug for CompletionRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompletionRef")
-            .field("user_data", &self.user_data)
-            .field("result", &self.result)
+            .field("user_data", &self.user_data())
+            .field("result", &self.result())
             .field("flags", &self.flags())
             .finish_non_exhaustive()
     }
@@ -227,35 +241,16 @@ impl Completion {
     #[inline]
     pub(crate) fn from_queue(c: queue::Completion<Buffers>) -> Completion {
         Completion {
-            user_data: c.user_data,
-            result: c.result.map_err(IoFailure::from_queue),
-            flags: c.flags,
+            outcome: Outcome {
+                user_data: c.user_data,
+                result: c.result,
+                flags: c.flags,
+            },
             bufs: c.op.unwrap_or_default(),
         }
     }
 
-    pub fn user_data(&self) -> u64 {
-        self.user_data
-    }
-
-    /// Bytes transferred (0 for entries that move no data), or the failure.
-    pub fn result(&self) -> Result<u64, IoFailure> {
-        self.result
-    }
-
-    pub fn is_ok(&self) -> bool {
-        self.result.is_ok()
-    }
-
-    /// [`CompletionFlags::OVERFLOWED`] if it waited in the CQ overflow backlog.
-    pub fn flags(&self) -> CompletionFlags {
-        self.flags
-    }
-
-    /// The errno, if the entry failed.
-    pub fn errno(&self) -> Option<Errno> {
-        self.result.err().map(|e| e.errno)
-    }
+    outcome_accessors!();
 
     /// Takes back the buffer of a single-buffer entry (Read, Write,
     /// NvmePassthru).
@@ -282,9 +277,9 @@ impl Completion {
 impl fmt::Debug for Completion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Completion")
-            .field("user_data", &self.user_data)
-            .field("result", &self.result)
-            .field("flags", &self.flags)
+            .field("user_data", &self.user_data())
+            .field("result", &self.result())
+            .field("flags", &self.flags())
             .field("has_buffers", &self.bufs.has_buffers())
             .finish()
     }
