@@ -484,7 +484,11 @@ impl Ring {
     #[inline]
     pub fn next_completion(&mut self) -> Option<Completion> {
         match self.queue.front() {
-            CqFront::Outside(_) => self.reap().map(CompletionRef::into_owned),
+            CqFront::Outside(flags) => {
+                let slot = self.driver.lane.front()?;
+                let done = CompletionRef::lane(&mut self.driver.lane, &mut self.queue, slot, flags);
+                Some(done.into_owned())
+            }
             CqFront::Own => self
                 .queue
                 .pop_completion_map(op::IoOp::take_buffers)

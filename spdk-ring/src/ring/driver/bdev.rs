@@ -18,8 +18,8 @@ impl SpdkDriver {
         let in_range =
             |offset: u64, n: u64| offset.checked_add(n).is_some_and(|end| end <= t.num_blocks);
         let needs = |io: IoTypes| t.io_types.contains(io);
-        if let IoKind::Write { .. }
-        | IoKind::Writev { .. }
+        // Plain writes are checked by `RwChecks` below, in the lane's order.
+        if let IoKind::Writev { .. }
         | IoKind::WriteZeroes { .. }
         | IoKind::Unmap { .. }
         | IoKind::Raw { write: true, .. } = op.kind
