@@ -58,6 +58,8 @@ pub const SPDK_AVAILABLE: bool = cfg!(spdk);
 
 #[cfg(spdk)]
 pub mod app;
+#[cfg(all(spdk, feature = "futures"))]
+pub mod async_ring;
 #[cfg(spdk)]
 pub mod bdev;
 #[cfg(spdk)]
@@ -83,6 +85,8 @@ pub mod thread;
 
 #[cfg(spdk)]
 pub use app::{SpdkApp, SpdkAppBuilder};
+#[cfg(all(spdk, feature = "futures"))]
+pub use async_ring::{AsyncRing, AsyncStats};
 #[cfg(spdk)]
 pub use bdev::{Bdev, BdevDesc, IoChannel, IoTypes, OpenMode};
 #[cfg(spdk)]

@@ -1,0 +1,122 @@
+//! Driving: one round polls the ring and hands each completion to its op,
+//! waking the futures that wait; [`Drive`] runs rounds beside the
+//! application's tasks on any executor, and `block_on` runs one future
+//! to completion between rounds, with no executor at all.
+
+use super::ops::Recorded;
+use super::Shared;
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+/// One round: pushes queued cancels, polls the ring (submit, SPDK's
+/// thread, completions), records every completion and, with the state
+/// released, wakes the futures it concerns and as many SQ waiters as the
+/// SQ has room for. Returns how many completions were recorded.
+pub(super) fn drive_once(shared: &Shared) -> usize {
+    let (mut to_wake, recorded) = {
+        let mut guard = shared.borrow_mut();
+        let state = &mut *guard;
+        state.push_queued_cancels();
+        state.ring.poll();
+        let mut recorded = 0;
+        while let Some(done) = state.ring.next_completion() {
+            recorded += 1;
+            if let Recorded::Wake(waker) = state.ops.record(done) {
+                state.to_wake.push(waker);
+            }
+        }
+        state.wake_sq_waiters();
+        (std::mem::take(&mut state.to_wake), recorded)
+    };
+    // A woken executor may poll (or drop) a future at once: never with the
+    // state borrowed.
+    for waker in to_wake.drain(..) {
+        waker.wake();
+    }
+    // Hand the buffer back, so that its capacity is reused next round.
+    let mut state = shared.borrow_mut();
+    if state.to_wake.capacity() < to_wake.capacity() {
+        state.to_wake = to_wake;
+    }
+    recorded
+}
+
+/// The future of [`AsyncRing::drive`](super::AsyncRing::drive): polls the
+/// ring every time it is polled, then yields (waking itself), so the
+/// executor runs the tasks it woke before the next round. It never
+/// completes; drop it (or the executor) to stop driving.
+#[must_use = "futures do nothing unless awaited or spawned"]
+pub struct Drive {
+    shared: Shared,
+}
+
+impl Drive {
+    pub(super) fn new(shared: Shared) -> Drive {
+        Drive { shared }
+    }
+}
+
+impl Future for Drive {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        drive_once(&self.shared);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Whether `block_on`'s future was woken since it was last polled.
+struct WokenFlag(AtomicBool);
+
+impl Wake for WokenFlag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+thread_local! {
+    /// One flag per thread, made by its first `block_on`: later calls
+    /// only clone it, so `block_on` allocates nothing after the first.
+    static WOKEN: Arc<WokenFlag> = Arc::new(WokenFlag(AtomicBool::new(false)));
+    static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears the nesting mark even when the future panics.
+struct NotBlocking;
+
+impl Drop for NotBlocking {
+    fn drop(&mut self) {
+        IN_BLOCK_ON.with(|b| b.set(false));
+    }
+}
+
+pub(super) fn block_on<F: Future>(shared: &Shared, future: F) -> F::Output {
+    assert!(
+        !IN_BLOCK_ON.with(|b| b.replace(true)),
+        "spdk-ring: AsyncRing::block_on called inside block_on on the same thread"
+    );
+    let _reset = NotBlocking;
+    let flag = WOKEN.with(Arc::clone);
+    let waker = Waker::from(Arc::clone(&flag));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    flag.0.store(true, Ordering::Relaxed);
+    loop {
+        // Poll only when woken: a join of many ops costs nothing on
+        // rounds that completed none of them.
+        if flag.0.swap(false, Ordering::Acquire) {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+        }
+        drive_once(shared);
+    }
+}

@@ -1,0 +1,134 @@
+//! The common operations as methods: buffers move in and come back with
+//! the result, `(Result<bytes, IoFailure>, buffer)`, on success and on
+//! failure alike, in the manner of tokio-uring. Each is [`AsyncRing::submit`]
+//! of the entry its name says.
+
+use super::AsyncRing;
+use crate::blob::Blob;
+use crate::dma::DmaBuf;
+use crate::ring::{opcode, Completion, Entry, IoFailure, Target};
+use std::future::Future;
+
+/// The completion's result and its single buffer.
+fn with_buf(mut done: Completion) -> (Result<u64, IoFailure>, DmaBuf) {
+    let buf = done
+        .take_buf()
+        .expect("single-buffer entries hand their buffer back");
+    (done.result(), buf)
+}
+
+/// The completion's result and its buffers.
+fn with_bufs(mut done: Completion) -> (Result<u64, IoFailure>, Vec<DmaBuf>) {
+    let bufs = done.take_bufs();
+    (done.result(), bufs)
+}
+
+impl AsyncRing {
+    fn submit_buf(&self, entry: Entry) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
+        let op = self.submit(entry);
+        async move { with_buf(op.await) }
+    }
+
+    fn submit_bufs(
+        &self,
+        entry: Entry,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
+        let op = self.submit(entry);
+        async move { with_bufs(op.await) }
+    }
+
+    /// Reads `buf.len()` bytes at block `offset_blocks` of a bdev.
+    pub fn read(
+        &self,
+        target: Target,
+        buf: DmaBuf,
+        offset_blocks: u64,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
+        self.submit_buf(opcode::Read::new(target, buf, offset_blocks).build())
+    }
+
+    /// Writes `buf` at block `offset_blocks` of a bdev.
+    pub fn write(
+        &self,
+        target: Target,
+        buf: DmaBuf,
+        offset_blocks: u64,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
+        self.submit_buf(opcode::Write::new(target, buf, offset_blocks).build())
+    }
+
+    /// Scatter read into `bufs` (at most [`MAX_IOVECS`](crate::MAX_IOVECS)).
+    pub fn readv(
+        &self,
+        target: Target,
+        bufs: Vec<DmaBuf>,
+        offset_blocks: u64,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
+        self.submit_bufs(opcode::Readv::new(target, bufs, offset_blocks).build())
+    }
+
+    /// Gather write from `bufs` (at most [`MAX_IOVECS`](crate::MAX_IOVECS)).
+    pub fn writev(
+        &self,
+        target: Target,
+        bufs: Vec<DmaBuf>,
+        offset_blocks: u64,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
+        self.submit_bufs(opcode::Writev::new(target, bufs, offset_blocks).build())
+    }
+
+    /// Makes earlier writes to `num_blocks` blocks at `offset_blocks` durable.
+    pub fn flush(
+        &self,
+        target: Target,
+        offset_blocks: u64,
+        num_blocks: u64,
+    ) -> impl Future<Output = Result<u64, IoFailure>> {
+        let op = self.submit(opcode::Flush::new(target, offset_blocks, num_blocks).build());
+        async move { op.await.result() }
+    }
+
+    /// Reads at `slba` of an NVMe namespace target (register it with
+    /// [`AsyncRing::register_nvme_namespace`]).
+    pub fn nvme_read(
+        &self,
+        target: Target,
+        buf: DmaBuf,
+        slba: u64,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
+        self.submit_buf(opcode::NvmeRead::new(target, buf, slba).build())
+    }
+
+    /// Writes at `slba` of an NVMe namespace target.
+    pub fn nvme_write(
+        &self,
+        target: Target,
+        buf: DmaBuf,
+        slba: u64,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
+        self.submit_buf(opcode::NvmeWrite::new(target, buf, slba).build())
+    }
+
+    /// Reads at io unit `offset_units` of a blob (its blobstore registered
+    /// with [`AsyncRing::register_blobstore`]).
+    pub fn blob_read(
+        &self,
+        target: Target,
+        blob: &Blob,
+        buf: DmaBuf,
+        offset_units: u64,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
+        self.submit_buf(opcode::BlobRead::new(target, blob, buf, offset_units).build())
+    }
+
+    /// Writes at io unit `offset_units` of a blob.
+    pub fn blob_write(
+        &self,
+        target: Target,
+        blob: &Blob,
+        buf: DmaBuf,
+        offset_units: u64,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
+        self.submit_buf(opcode::BlobWrite::new(target, blob, buf, offset_units).build())
+    }
+}
