@@ -59,6 +59,22 @@ mod with_spdk {
     assert_not_impl!(nvme::NvmeNamespace<'static>: Sync);
 }
 
+/// The async layer lives on the ring's thread like the ring: nothing of it
+/// may be sent to or shared with another.
+#[cfg(all(spdk, feature = "futures"))]
+mod with_futures {
+    use spdk_ring::async_ring::{Drive, Submit, SubmitLinked};
+    use spdk_ring::AsyncRing;
+
+    assert_not_impl!(AsyncRing: Send);
+    assert_not_impl!(AsyncRing: Sync);
+    assert_not_impl!(Submit: Send);
+    assert_not_impl!(Submit: Sync);
+    assert_not_impl!(SubmitLinked<2>: Send);
+    assert_not_impl!(Drive: Send);
+    assert_not_impl!(Drive: Sync);
+}
+
 #[test]
 fn send_sync_table_is_checked_at_compile_time() {
     // The assertions above are compile-time; reaching here means they held.
