@@ -1,4 +1,4 @@
-//! Shared by `ringperf` and `rawperf`: bdevperf-compatible options, a
+//! Shared by `ringperf`, `asyncperf` and `rawperf`: bdevperf-compatible options, a
 //! preallocated latency histogram, the workload's offset generator and the
 //! report.
 #![allow(dead_code)]

@@ -1,0 +1,204 @@
+//! What the async layer (`futures` feature) costs per I/O over the ring:
+//! one 4 KiB read on a null bdev at several queue depths, through the ring
+//! as `ring_null` measures it, and through `AsyncRing` with `depth` loops
+//! of `read().await` joined under `block_on` (no executor) and spawned on
+//! `LocalPool` beside `drive` (an executor's wake and poll included). A
+//! closing table prints each with its difference from the ring.
+//!
+//! Needs SPDK (it starts an embedded no-huge runtime); without it, it says
+//! it was skipped and exits.
+
+#[cfg(not(spdk))]
+fn main() {
+    println!("async_null: skipped: this build has no SPDK (see README.md to enable it)");
+}
+
+#[cfg(spdk)]
+#[path = "common/ring_job.rs"]
+mod ring_job;
+
+#[cfg(spdk)]
+fn main() {
+    use criterion::{BenchmarkId, Criterion, Throughput};
+    use spdk_ring::{BdevDesc, JsonConfig, LogLevel, OpenMode, SpdkRuntime};
+    use std::time::Duration;
+
+    let rt = SpdkRuntime::builder()
+        .name("bench_async_null")
+        .no_huge(true)
+        .mem_size_mb(1024)
+        .log_level(LogLevel::Error)
+        .json_config(
+            JsonConfig::new()
+                .null_bdev("Null0", 1 << 20, 4096)
+                .to_json(),
+        )
+        .build()
+        .expect("SPDK starts in no-huge mode");
+    let desc = BdevDesc::open("Null0", OpenMode::ReadOnly).expect("Null0 exists");
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .configure_from_args();
+    let mut group = c.benchmark_group("null_4k_read_async");
+    for depth in [1usize, 8, 32, 128] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("ring", depth), &depth, |b, &depth| {
+            let mut job = ring_job::RingJob::new(&desc, depth);
+            b.iter_custom(|ios| job.run(ios));
+        });
+        group.bench_with_input(BenchmarkId::new("block_on", depth), &depth, |b, &depth| {
+            let job = async_job::AsyncJob::new(&desc, depth);
+            b.iter_custom(|ios| job.run_block_on(ios));
+        });
+        group.bench_with_input(
+            BenchmarkId::new("local_pool", depth),
+            &depth,
+            |b, &depth| {
+                let job = async_job::AsyncJob::new(&desc, depth);
+                b.iter_custom(|ios| job.run_local_pool(ios));
+            },
+        );
+    }
+    group.finish();
+    c.final_summary();
+    print_async_cost(&desc);
+    drop(desc);
+    drop(rt);
+}
+
+/// What the layer adds per I/O at each depth: the best of three
+/// alternating timed runs of each path.
+#[cfg(spdk)]
+fn print_async_cost(desc: &spdk_ring::BdevDesc) {
+    const IOS: u64 = 500_000;
+    println!("\nnull_4k_read_async, ns per I/O (best of 3 alternating runs of {IOS} I/Os):");
+    println!(
+        "{:>6} {:>8} {:>10} {:>12} {:>16} {:>18}",
+        "depth", "ring", "block_on", "local_pool", "block_on costs", "local_pool costs"
+    );
+    for depth in [1usize, 8, 32, 128] {
+        let mut ring_job = ring_job::RingJob::new(desc, depth);
+        let job = async_job::AsyncJob::new(desc, depth);
+        let per_io = |d: std::time::Duration| d.as_nanos() as f64 / IOS as f64;
+        let (mut ring, mut block_on, mut pool) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..3 {
+            ring = ring.min(per_io(ring_job.run(IOS)));
+            block_on = block_on.min(per_io(job.run_block_on(IOS)));
+            pool = pool.min(per_io(job.run_local_pool(IOS)));
+        }
+        println!(
+            "{depth:>6} {ring:>8.1} {block_on:>10.1} {pool:>12.1} {:>16.1} {:>18.1}",
+            block_on - ring,
+            pool - ring
+        );
+    }
+}
+
+/// `depth` loops of `read().await` on an `AsyncRing`, until `ios` are done.
+#[cfg(spdk)]
+mod async_job {
+    use futures::executor::LocalPool;
+    use futures::task::LocalSpawnExt;
+    use spdk_ring::{AsyncRing, BdevDesc, DmaBuf, Ring, Target};
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    use std::task::Poll;
+    use std::time::{Duration, Instant};
+
+    pub struct AsyncJob {
+        ring: AsyncRing,
+        target: Target,
+        bufs: Rc<RefCell<Vec<DmaBuf>>>,
+        depth: usize,
+    }
+
+    /// Reads until `left` reaches zero; hands its buffer back to `bufs`.
+    async fn reader(
+        ring: AsyncRing,
+        target: Target,
+        left: Rc<Cell<u64>>,
+        running: Rc<Cell<usize>>,
+        bufs: Rc<RefCell<Vec<DmaBuf>>>,
+        mut lba: u64,
+    ) {
+        let mut buf = bufs.borrow_mut().pop().expect("one buffer per reader");
+        while left.get() > 0 {
+            left.set(left.get() - 1);
+            lba = (lba + 7919) % (1 << 20);
+            let (read, back) = ring.read(target, buf, lba).await;
+            debug_assert!(read.is_ok());
+            buf = back;
+        }
+        bufs.borrow_mut().push(buf);
+        running.set(running.get() - 1);
+    }
+
+    impl AsyncJob {
+        pub fn new(desc: &BdevDesc, depth: usize) -> AsyncJob {
+            let ring = AsyncRing::new(Ring::new(depth as u32).expect("ring"));
+            let target = ring.register_bdev(desc).expect("register");
+            let bufs = (0..depth)
+                .map(|_| DmaBuf::alloc(4096, 0).expect("dma"))
+                .collect();
+            AsyncJob {
+                ring,
+                target,
+                bufs: Rc::new(RefCell::new(bufs)),
+                depth,
+            }
+        }
+
+        fn readers(
+            &self,
+            ios: u64,
+        ) -> (Rc<Cell<usize>>, Vec<impl std::future::Future<Output = ()>>) {
+            let (left, running) = (Rc::new(Cell::new(ios)), Rc::new(Cell::new(self.depth)));
+            let readers = (0..self.depth)
+                .map(|i| {
+                    reader(
+                        self.ring.clone(),
+                        self.target,
+                        left.clone(),
+                        running.clone(),
+                        self.bufs.clone(),
+                        i as u64 * 4099,
+                    )
+                })
+                .collect();
+            (running, readers)
+        }
+
+        /// The readers joined under `block_on`.
+        pub fn run_block_on(&self, ios: u64) -> Duration {
+            let (_, readers) = self.readers(ios);
+            let start = Instant::now();
+            self.ring.block_on(futures::future::join_all(readers));
+            start.elapsed()
+        }
+
+        /// The readers as tasks on a `LocalPool`, with `drive` beside them.
+        pub fn run_local_pool(&self, ios: u64) -> Duration {
+            let (running, readers) = self.readers(ios);
+            let mut pool = LocalPool::new();
+            pool.spawner()
+                .spawn_local(self.ring.drive())
+                .expect("spawn");
+            for reader in readers {
+                pool.spawner().spawn_local(reader).expect("spawn");
+            }
+            let start = Instant::now();
+            pool.run_until(std::future::poll_fn(|cx| {
+                if running.get() == 0 {
+                    Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            }));
+            start.elapsed()
+        }
+    }
+}
