@@ -30,6 +30,9 @@ pub(super) fn drive_once(shared: &Shared) -> usize {
             }
         }
         state.wake_sq_waiters();
+        if state.to_wake.is_empty() {
+            return recorded;
+        }
         (std::mem::take(&mut state.to_wake), recorded)
     };
     // A woken executor may poll (or drop) a future at once: never with the

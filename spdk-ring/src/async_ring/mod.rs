@@ -186,6 +186,9 @@ impl State {
 
     /// Moves to `to_wake` as many SQ waiters as the SQ has room for.
     fn wake_sq_waiters(&mut self) {
+        if self.sq_waiters.is_empty() {
+            return;
+        }
         let room = self.ring.sq_space().min(self.sq_waiters.len());
         self.to_wake.extend(self.sq_waiters.drain(..room));
     }
