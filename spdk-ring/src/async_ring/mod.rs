@@ -67,7 +67,9 @@
 //! pushes all members at once. Targets are registered through the handle
 //! (or on the ring before it is wrapped). [`AsyncRing::into_inner`] gives
 //! the ring back once no future and no other handle is left; a ring never
-//! wrapped is used synchronously as before.
+//! wrapped is used synchronously as before. To cancel an op, drop its
+//! future (or race it with [`timeout`](AsyncRing::timeout)): a `Cancel`
+//! entry passed to `submit` names a `user_data`, and those are the layer's.
 //!
 //! ## Per-op state
 //! A preallocated table (`ops.rs`) holds one slot per entry in the ring;

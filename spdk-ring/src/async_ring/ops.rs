@@ -265,3 +265,33 @@ impl OpTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips_and_never_collides_with_the_cancel_tag() {
+        let id = OpId {
+            index: 7,
+            generation: u32::MAX - 1,
+        };
+        assert_eq!(OpId::from_user_data(id.user_data()), id);
+        assert_ne!(id.user_data(), CANCEL_USER_DATA);
+    }
+
+    #[test]
+    fn a_freed_slot_comes_back_with_a_new_generation() {
+        let mut table = OpTable::with_capacity(1);
+        let first = table.take();
+        let waker = futures::task::noop_waker_ref();
+        assert!(table.poll_op(first, waker).is_none());
+        // Abandoned in flight: the slot stays taken until its completion.
+        assert!(table.abandon(first));
+        let second = table.take();
+        assert_ne!(first.index, second.index, "the ignored slot is not reused");
+        assert_eq!((table.live(), table.ignored(), table.capacity()), (2, 1, 2));
+        table.untake(second);
+        assert_eq!(table.live(), 1);
+    }
+}
