@@ -277,6 +277,15 @@ mod data {
             let expect: Vec<u8> = [pattern(512, 13).to_vec(), pattern(512, 14).to_vec()].concat();
             assert_eq!(bufs[0].to_vec(), expect);
             assert_eq!(ring.flush(ns, 30_000, 8).await, Ok(0));
+            // A miscompare: EILSEQ with the controller's status (Media
+            // Error / Compare Failure), as the ring reports it.
+            let miscompare = ring
+                .submit(opcode::NvmeCompare::new(ns, pattern(8192, 99), 30_100).build())
+                .await;
+            let failure = miscompare.result().unwrap_err();
+            assert_eq!(failure.errno(), Errno(libc::EILSEQ));
+            let status = failure.nvme_status().expect("the controller's status");
+            assert_eq!((status.sct, status.sc), (2, 0x85));
             // Beyond the namespace: the ring's EINVAL.
             let (read, _) = ring.nvme_read(ns, zeroed(512), 1 << 40).await;
             assert_eq!(read.unwrap_err().errno(), Errno::EINVAL);

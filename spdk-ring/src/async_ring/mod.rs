@@ -32,10 +32,11 @@
 //! - [`AsyncRing::block_on`] runs one future to completion, polling the
 //!   ring between its polls (no executor needed), or
 //! - [`AsyncRing::drive`] is a future to spawn beside the application's
-//!   tasks on a single-threaded executor (`futures::executor::LocalPool`,
-//!   `async_executor::LocalExecutor`, tokio's `LocalSet`): each time it
-//!   runs it polls the ring once, wakes the tasks whose entries completed,
-//!   and yields. It never completes.
+//!   tasks on a single-threaded executor (tested with
+//!   `futures::executor::LocalPool` and `async_executor::LocalExecutor`):
+//!   each time it runs it polls the ring once, wakes the tasks whose entries
+//!   completed, and yields (waking itself), so it keeps the executor busy
+//!   polling, as the ring's own poll loop would. It never completes.
 //!
 //! ```no_run
 //! # fn demo(ring: spdk_ring::AsyncRing, disk: spdk_ring::Target) -> spdk_ring::Result<()> {
