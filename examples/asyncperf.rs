@@ -45,6 +45,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
     use perf::{Histogram, Pattern, Report};
     use spdk_ring::{clock, AsyncRing, BdevDesc, DmaBuf, Ring, Target};
     use std::cell::{Cell, RefCell};
+    use std::future::Future;
     use std::rc::Rc;
 
     let err = |e: spdk_ring::Error| e.to_string();
@@ -69,6 +70,9 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         errors: Cell<u64>,
         running: Cell<usize>,
         deadline: u64,
+        /// The clock, read once per round (as ringperf reads it once per
+        /// poll), so the harness costs what ringperf's does.
+        now: Cell<u64>,
     }
     let hz = clock::ticks_hz();
     let start = clock::ticks();
@@ -84,12 +88,13 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         errors: Cell::new(0),
         running: Cell::new(depth),
         deadline: start + o.seconds * hz,
+        now: Cell::new(start),
     });
 
     /// One queue slot: an I/O in flight at all times until the deadline.
-    /// One clock read per I/O, as ringperf: an I/O starts when the last ended.
+    /// Times come from the round's clock read: an I/O starts when the last ended.
     async fn slot(ring: AsyncRing, target: Target, job: Rc<Job>, mut buf: DmaBuf) {
-        let mut at = clock::ticks();
+        let mut at = job.now.get();
         loop {
             let (offset, read) = job.pattern.borrow_mut().next();
             let (result, back) = if read {
@@ -97,7 +102,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
             } else {
                 ring.write(target, buf, offset).await
             };
-            let now = clock::ticks();
+            let now = job.now.get();
             job.latency.borrow_mut().record(now - at);
             if result.is_ok() {
                 job.ios.set(job.ios.get() + 1);
@@ -119,8 +124,13 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         tasks.push(slot(ring.clone(), target, job.clone(), buf));
     }
     if std::env::var("ASYNCPERF_EXECUTOR").as_deref() == Ok("block_on") {
-        // No executor: the slots joined in one future, run by block_on.
-        ring.block_on(futures::future::join_all(tasks));
+        // No executor: the slots joined in one future, run by block_on,
+        // which polls it once after each round that completed something.
+        let mut all = std::pin::pin!(futures::future::join_all(tasks));
+        ring.block_on(std::future::poll_fn(|cx| {
+            job.now.set(clock::ticks());
+            all.as_mut().poll(cx)
+        }));
     } else {
         let mut pool = LocalPool::new();
         let spawner = pool.spawner();
@@ -131,7 +141,9 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
             spawner.spawn_local(task).map_err(|e| e.to_string())?;
         }
         // Until every slot's task has returned (the drive task never does).
+        // Polled once per pass over the pool's woken tasks: the round's clock.
         pool.run_until(std::future::poll_fn(|cx| {
+            job.now.set(clock::ticks());
             if job.running.get() == 0 {
                 std::task::Poll::Ready(())
             } else {
