@@ -23,7 +23,8 @@ pub(super) fn drive_once(shared: &Shared) -> usize {
         state.push_queued_cancels();
         state.ring.poll();
         let mut recorded = 0;
-        while let Some(done) = state.ring.next_completion() {
+        // In place (`reap`): each completion is copied once, into its op's slot.
+        while let Some(done) = state.ring.reap() {
             recorded += 1;
             if let Recorded::Wake(waker) = state.ops.record(done) {
                 state.to_wake.push(waker);

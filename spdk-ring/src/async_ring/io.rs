@@ -3,6 +3,7 @@
 //! failure alike, in the manner of tokio-uring. Each is [`AsyncRing::submit`]
 //! of the entry its name says.
 
+use super::submit::SubmitTaking;
 use super::AsyncRing;
 use crate::blob::Blob;
 use crate::dma::DmaBuf;
@@ -10,7 +11,7 @@ use crate::ring::{opcode, Completion, Entry, IoFailure, Target};
 use std::future::Future;
 
 /// The completion's result and its single buffer.
-fn with_buf(mut done: Completion) -> (Result<u64, IoFailure>, DmaBuf) {
+fn with_buf(done: &mut Completion) -> (Result<u64, IoFailure>, DmaBuf) {
     let buf = done
         .take_buf()
         .expect("single-buffer entries hand their buffer back");
@@ -18,23 +19,21 @@ fn with_buf(mut done: Completion) -> (Result<u64, IoFailure>, DmaBuf) {
 }
 
 /// The completion's result and its buffers.
-fn with_bufs(mut done: Completion) -> (Result<u64, IoFailure>, Vec<DmaBuf>) {
+fn with_bufs(done: &mut Completion) -> (Result<u64, IoFailure>, Vec<DmaBuf>) {
     let bufs = done.take_bufs();
     (done.result(), bufs)
 }
 
 impl AsyncRing {
     fn submit_buf(&self, entry: Entry) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        let op = self.submit(entry);
-        async move { with_buf(op.await) }
+        SubmitTaking::new(self.submit(entry), with_buf)
     }
 
     fn submit_bufs(
         &self,
         entry: Entry,
     ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
-        let op = self.submit(entry);
-        async move { with_bufs(op.await) }
+        SubmitTaking::new(self.submit(entry), with_bufs)
     }
 
     /// Reads `buf.len()` bytes at block `offset_blocks` of a bdev.
@@ -85,7 +84,7 @@ impl AsyncRing {
         num_blocks: u64,
     ) -> impl Future<Output = Result<u64, IoFailure>> {
         let op = self.submit(opcode::Flush::new(target, offset_blocks, num_blocks).build());
-        async move { op.await.result() }
+        SubmitTaking::new(op, |done: &mut Completion| done.result())
     }
 
     /// Reads at `slba` of an NVMe namespace target (register it with

@@ -19,7 +19,7 @@
 //! The table grows to the most ops ever in the ring at once and then
 //! reuses its slots: steady state allocates nothing.
 
-use crate::ring::Completion;
+use crate::ring::{Completion, CompletionRef};
 use std::task::Waker;
 
 /// `user_data` of the adapter's own `Cancel` entries: their completions
@@ -189,20 +189,13 @@ impl OpTable {
             .filter(|slot| slot.generation == id.generation && !matches!(slot.state, OpState::Free))
     }
 
-    /// The future of `id` asks for its completion: takes it if it came
-    /// (freeing the slot), else records `waker` to be woken when it does.
-    pub(crate) fn poll_op(&mut self, id: OpId, waker: &Waker) -> Option<Completion> {
+    /// The future of `id` asks for its completion: the completion, in its
+    /// slot, if it came; else `waker` is recorded (cloned only when the one
+    /// already recorded would not wake the same task) to be woken when it does.
+    fn completed(&mut self, id: OpId, waker: &Waker) -> Option<&mut Completion> {
         let slot = self.slot_of(id).expect("a pending op keeps its slot");
         match &mut slot.state {
-            OpState::Completed(_) => {
-                let OpState::Completed(done) = std::mem::replace(&mut slot.state, OpState::Free)
-                else {
-                    unreachable!()
-                };
-                self.release(id.index);
-                self.stats.completed += 1;
-                Some(done)
-            }
+            OpState::Completed(done) => Some(done),
             OpState::Waiting(old) if old.will_wake(waker) => None,
             state @ (OpState::Submitted | OpState::Waiting(_)) => {
                 *state = OpState::Waiting(waker.clone());
@@ -210,6 +203,36 @@ impl OpTable {
             }
             OpState::Free | OpState::Ignored => unreachable!("polled after it was dropped"),
         }
+    }
+
+    /// As [`poll_op`](Self::poll_op), but `take` reads what its future
+    /// needs (the result, the buffers) straight from the completion in its
+    /// slot, which is then freed with whatever `take` left.
+    #[inline]
+    pub(crate) fn poll_op_with<T>(
+        &mut self,
+        id: OpId,
+        waker: &Waker,
+        take: impl FnOnce(&mut Completion) -> T,
+    ) -> Option<T> {
+        let output = take(self.completed(id, waker)?);
+        self.release(id.index);
+        self.stats.completed += 1;
+        Some(output)
+    }
+
+    /// The future of `id` asks for its completion: takes it if it came
+    /// (freeing the slot), else records `waker` to be woken when it does.
+    pub(crate) fn poll_op(&mut self, id: OpId, waker: &Waker) -> Option<Completion> {
+        self.completed(id, waker)?;
+        let OpState::Completed(done) =
+            std::mem::replace(&mut self.slots[id.index as usize].state, OpState::Free)
+        else {
+            unreachable!()
+        };
+        self.release(id.index);
+        self.stats.completed += 1;
+        Some(done)
     }
 
     /// The future of `id` was dropped. Returns true if its entry is still
@@ -232,8 +255,9 @@ impl OpTable {
         }
     }
 
-    /// Records a completion reaped from the ring.
-    pub(crate) fn record(&mut self, mut done: Completion) -> Recorded {
+    /// Records a completion reaped from the ring, read in its ring slot:
+    /// it is copied out once, straight into the op's slot.
+    pub(crate) fn record(&mut self, mut done: CompletionRef<'_>) -> Recorded {
         let user_data = done.user_data();
         if user_data == CANCEL_USER_DATA {
             return Recorded::Quiet;
@@ -243,25 +267,26 @@ impl OpTable {
             self.stats.stale += 1;
             return Recorded::Quiet;
         };
-        if matches!(slot.state, OpState::Ignored) {
-            // Its future is gone: drop the buffers now, then free the slot.
-            let buffers = match done.take_buf() {
-                Some(_single) => 1,
-                None => done.take_bufs().len() as u64,
-            };
-            drop(done);
-            self.ignored -= 1;
-            self.stats.discarded += 1;
-            self.stats.discarded_buffers += buffers;
-            self.release(id.index);
-            return Recorded::Quiet;
-        }
-        match std::mem::replace(&mut slot.state, OpState::Completed(done)) {
-            OpState::Waiting(waker) => Recorded::Wake(waker),
-            OpState::Submitted => Recorded::Quiet,
-            OpState::Completed(_) | OpState::Ignored | OpState::Free => {
-                unreachable!("one completion per entry")
+        match &mut slot.state {
+            OpState::Waiting(_) | OpState::Submitted => {}
+            OpState::Ignored => {
+                // Its future is gone: drop the buffers now, then free the slot.
+                let buffers = match done.take_buf() {
+                    Some(_single) => 1,
+                    None => done.take_bufs().len() as u64,
+                };
+                drop(done);
+                self.ignored -= 1;
+                self.stats.discarded += 1;
+                self.stats.discarded_buffers += buffers;
+                self.release(id.index);
+                return Recorded::Quiet;
             }
+            OpState::Completed(_) | OpState::Free => unreachable!("one completion per entry"),
+        }
+        match std::mem::replace(&mut slot.state, OpState::Completed(done.into_owned())) {
+            OpState::Waiting(waker) => Recorded::Wake(waker),
+            _ => Recorded::Quiet,
         }
     }
 }
