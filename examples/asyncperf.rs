@@ -2,7 +2,8 @@
 //! feature): one task per queue slot on a `LocalPool`, each awaiting
 //! `read`/`write` on an `AsyncRing` in a loop, with `drive` spawned beside
 //! them (`ASYNCPERF_EXECUTOR=block_on`: the slots joined under
-//! `AsyncRing::block_on` instead). Same flags (bdevperf's) and report as
+//! `AsyncRing::block_on` instead; `=local_executor`: async-executor's
+//! `LocalExecutor` instead of `LocalPool`). Same flags (bdevperf's) and report as
 //! `ringperf`, one core; the ratio of the two is what async costs.
 //!
 //! `cargo run --release --features futures --example asyncperf -- -q 128 -o 4096 -w randread -t 5`
@@ -123,26 +124,10 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         let buf = DmaBuf::alloc(o.io_size, align).map_err(err)?;
         tasks.push(slot(ring.clone(), target, job.clone(), buf));
     }
-    if std::env::var("ASYNCPERF_EXECUTOR").as_deref() == Ok("block_on") {
-        // No executor: the slots joined in one future, run by block_on,
-        // which polls it once after each round that completed something.
-        let mut all = std::pin::pin!(futures::future::join_all(tasks));
-        ring.block_on(std::future::poll_fn(|cx| {
-            job.now.set(clock::ticks());
-            all.as_mut().poll(cx)
-        }));
-    } else {
-        let mut pool = LocalPool::new();
-        let spawner = pool.spawner();
-        spawner
-            .spawn_local(ring.drive())
-            .map_err(|e| e.to_string())?;
-        for task in tasks {
-            spawner.spawn_local(task).map_err(|e| e.to_string())?;
-        }
-        // Until every slot's task has returned (the drive task never does).
-        // Polled once per pass over the pool's woken tasks: the round's clock.
-        pool.run_until(std::future::poll_fn(|cx| {
+    // Until every slot's task has returned (the drive task never does).
+    // Polled once per pass over the executor's woken tasks: the round's clock.
+    let all_returned = || {
+        std::future::poll_fn(|cx| {
             job.now.set(clock::ticks());
             if job.running.get() == 0 {
                 std::task::Poll::Ready(())
@@ -150,7 +135,42 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
                 cx.waker().wake_by_ref();
                 std::task::Poll::Pending
             }
-        }));
+        })
+    };
+    match std::env::var("ASYNCPERF_EXECUTOR").as_deref() {
+        Ok("block_on") => {
+            // No executor: the slots joined in one future, run by block_on,
+            // which polls it once after each round that completed something.
+            let mut all = std::pin::pin!(futures::future::join_all(tasks));
+            ring.block_on(std::future::poll_fn(|cx| {
+                job.now.set(clock::ticks());
+                all.as_mut().poll(cx)
+            }));
+        }
+        Ok("local_executor") => {
+            // async-executor's LocalExecutor instead of LocalPool.
+            let ex = async_executor::LocalExecutor::new();
+            let _drive = ex.spawn(ring.drive());
+            let slots: Vec<_> = tasks.into_iter().map(|task| ex.spawn(task)).collect();
+            futures::executor::block_on(ex.run(all_returned()));
+            drop(slots);
+        }
+        Ok("local_pool") | Err(_) => {
+            let mut pool = LocalPool::new();
+            let spawner = pool.spawner();
+            spawner
+                .spawn_local(ring.drive())
+                .map_err(|e| e.to_string())?;
+            for task in tasks {
+                spawner.spawn_local(task).map_err(|e| e.to_string())?;
+            }
+            pool.run_until(all_returned());
+        }
+        Ok(other) => {
+            return Err(format!(
+                "ASYNCPERF_EXECUTOR={other}: expected local_pool, block_on or local_executor"
+            ))
+        }
     }
     let end = clock::ticks();
     drop(ring);

@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Wake, Waker};
 /// released, wakes the futures it concerns and as many SQ waiters as the
 /// SQ has room for. Returns how many completions were recorded.
 pub(super) fn drive_once(shared: &Shared) -> usize {
-    let (mut to_wake, recorded) = {
+    let (one, mut many, recorded) = {
         let mut guard = shared.borrow_mut();
         let state = &mut *guard;
         state.push_queued_cancels();
@@ -31,20 +31,26 @@ pub(super) fn drive_once(shared: &Shared) -> usize {
             }
         }
         state.wake_sq_waiters();
-        if state.to_wake.is_empty() {
-            return recorded;
+        match state.to_wake.len() {
+            0 => return recorded,
+            // The common case at depth 1: no buffer moved out and back.
+            1 => (state.to_wake.pop(), Vec::new(), recorded),
+            _ => (None, std::mem::take(&mut state.to_wake), recorded),
         }
-        (std::mem::take(&mut state.to_wake), recorded)
     };
     // A woken executor may poll (or drop) a future at once: never with the
     // state borrowed.
-    for waker in to_wake.drain(..) {
+    if let Some(waker) = one {
+        waker.wake();
+        return recorded;
+    }
+    for waker in many.drain(..) {
         waker.wake();
     }
     // Hand the buffer back, so that its capacity is reused next round.
     let mut state = shared.borrow_mut();
-    if state.to_wake.capacity() < to_wake.capacity() {
-        state.to_wake = to_wake;
+    if state.to_wake.capacity() < many.capacity() {
+        state.to_wake = many;
     }
     recorded
 }
