@@ -100,7 +100,7 @@ pub use ring::{
 #[cfg(spdk)]
 pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};
 #[cfg(spdk)]
-pub use thread::{CurrentThread, JoinHandle, SpdkThread, ThreadHandle};
+pub use thread::{interrupt_mode, CurrentThread, JoinHandle, SpdkThread, ThreadHandle};
 
 /// The SPDK release this build was compiled against, e.g. `"26.09.0-pre"`.
 #[cfg(spdk)]
