@@ -10,6 +10,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[cfg(spdk)]
+#[path = "common/nvmf.rs"]
+mod nvmf;
+
 #[path = "common/skipped.rs"]
 #[macro_use]
 mod skipped;
@@ -427,4 +431,68 @@ fn interrupt_thread_fd_is_exposed_and_poll_mode_has_none_is_documented() {
         thread.interrupt_fd().unwrap(),
         Duration::from_millis(20)
     ));
+}
+
+#[cfg(spdk)]
+#[test]
+fn interrupt_nvme_tcp_namespace_completes_through_the_rings_timed_poll() {
+    use spdk_ring::nvme::{ControllerOptions, NvmeController, TransportId};
+    use spdk_ring::{NVME_INTERRUPT_POLL_PERIOD, NVME_KEEP_ALIVE_POLL_PERIOD};
+    let _serial = start();
+    let thread = SpdkThread::attach("interrupt-nvme").unwrap();
+    let trid = TransportId::tcp("127.0.0.1", nvmf::target().port, nvmf::NQN).unwrap();
+    let ctrlr = NvmeController::connect(&trid, &ControllerOptions::default()).unwrap();
+    let mut ring = Ring::new(16).unwrap();
+    let disk = ring.register_nvme_namespace(&ctrlr, 1, None).unwrap();
+    ring.poll();
+    // Idle, the namespace still needs its keep-alive.
+    let idle = ring
+        .next_timeout()
+        .expect("an NVMe target is polled for keep-alive");
+    assert!(idle > NVME_INTERRUPT_POLL_PERIOD && idle <= NVME_KEEP_ALIVE_POLL_PERIOD);
+
+    let epoll = Epoll::new(&ring);
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    let (lba, blocks) = (30_000u64, 8u64);
+    let write = opcode::NvmeWrite::new(disk, DmaBuf::from_slice(&pattern).unwrap(), lba);
+    ring.push(write.build().user_data(1)).unwrap();
+    let read = opcode::NvmeRead::new(disk, DmaBuf::alloc(4096, 4096).unwrap(), lba);
+    let mut results = Vec::new();
+    let mut read_back = None;
+    let started = Instant::now();
+    let mut wakes = 0u32;
+    let mut read = Some(read);
+    while read_back.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "NVMe I/O stuck: {results:?}"
+        );
+        // No next_timeout: the ring's timerfd must wake the loop for the
+        // qpair, which has no fd over TCP.
+        assert!(
+            epoll.wait(Some(Duration::from_secs(2))),
+            "nothing woke the loop for the NVMe qpair"
+        );
+        wakes += 1;
+        ring.poll();
+        let done: Vec<_> = ring.completions().collect();
+        for mut c in done {
+            results.push((c.user_data(), c.result().map_err(|e| e.errno().0)));
+            if c.user_data() == 1 {
+                let entry = read.take().unwrap().build().user_data(2);
+                ring.push(entry).unwrap();
+            } else {
+                read_back = c.take_buf();
+            }
+        }
+    }
+    assert_eq!(results, vec![(1, Ok(blocks * 512)), (2, Ok(blocks * 512))]);
+    assert_eq!(read_back.unwrap().as_slice(), &pattern[..]);
+    eprintln!(
+        "NVMe/TCP write + read in interrupt mode: {wakes} wake-ups, {:?}",
+        started.elapsed()
+    );
+    drop(ring);
+    drop(ctrlr);
+    drop(thread);
 }

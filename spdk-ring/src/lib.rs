@@ -95,7 +95,8 @@ pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{
     opcode, Completion, CompletionRef, Entry, EntryFootprint, IoFailure, NvmeCommand, PushError,
-    Ring, RingBuilder, RingStats, Target, MAX_IOVECS,
+    Ring, RingBuilder, RingStats, Target, MAX_IOVECS, NVME_INTERRUPT_POLL_PERIOD,
+    NVME_KEEP_ALIVE_POLL_PERIOD,
 };
 #[cfg(spdk)]
 pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};
