@@ -42,6 +42,7 @@ mod support {
         JsonConfig::new()
             .aio_bdev("Aio0", aio_path(), AIO_BLOCK_SIZE)
             .null_bdev("Null0", NULL_BLOCKS, NULL_BLOCK_SIZE)
+            .malloc_bdev("Malloc0", MALLOC_BLOCKS, MALLOC_BLOCK_SIZE)
     }
 
     /// The runtime, in interrupt mode, with `Aio0` and `Null0`; and the
@@ -346,24 +347,45 @@ fn interrupt_ring_fd_alone_fires_a_timeout_under_an_unbounded_epoll_wait() {
 
 #[cfg(spdk)]
 #[test]
-fn interrupt_null_bdev_gives_correct_results_but_keeps_the_fd_readable() {
+fn interrupt_null_and_malloc_bdevs_give_correct_results_but_keep_the_fd_readable() {
     let _serial = start();
-    let mut rig = rig("Null0", "interrupt-null");
-    let (ring, target) = (&mut rig.ring, rig.target);
-    let epoll = Epoll::new(ring);
-    for i in 0..8u64 {
-        let buf = DmaBuf::alloc(NULL_BLOCK_SIZE as usize, 4096).unwrap();
-        ring.push(opcode::Read::new(target, buf, i).build().user_data(i))
-            .unwrap();
+    for (bdev, block) in [("Null0", NULL_BLOCK_SIZE), ("Malloc0", MALLOC_BLOCK_SIZE)] {
+        let mut rig = rig(bdev, &format!("interrupt-{bdev}"));
+        let (ring, target) = (&mut rig.ring, rig.target);
+        let epoll = Epoll::new(ring);
+        for i in 0..8u64 {
+            let buf = DmaBuf::from_slice(&vec![i as u8 + 1; block as usize]).unwrap();
+            ring.push(opcode::Write::new(target, buf, i).build().user_data(i))
+                .unwrap();
+        }
+        let (mut done, _, _) = epoll_until(ring, &epoll, 8, Duration::from_secs(5));
+        done.sort_unstable();
+        let want: Vec<(u64, i64)> = (0..8).map(|i| (i, block as i64)).collect();
+        assert_eq!(done, want, "{bdev} writes");
+        for i in 0..8u64 {
+            let buf = DmaBuf::alloc(block as usize, 4096).unwrap();
+            ring.push(opcode::Read::new(target, buf, i).build().user_data(i))
+                .unwrap();
+        }
+        let (mut done, _, bufs) = epoll_until(ring, &epoll, 8, Duration::from_secs(5));
+        done.sort_unstable();
+        assert_eq!(done, want, "{bdev} reads");
+        if bdev == "Malloc0" {
+            // Malloc keeps data; null reads return whatever (zeroes or not).
+            let mut firsts: Vec<u8> = bufs.iter().map(|b| b.as_slice()[0]).collect();
+            firsts.sort_unstable();
+            assert_eq!(firsts, (1..=8).collect::<Vec<u8>>());
+            assert!(bufs
+                .iter()
+                .all(|b| b.as_slice().iter().all(|&x| x == b.as_slice()[0])));
+        }
+        // Their channels' pollers run on every poll (period 0): in
+        // interrupt mode SPDK keeps their eventfds readable, so the loop
+        // never sleeps while the ring holds such a channel.
+        assert!(readable(ring.fd().unwrap(), Duration::ZERO), "{bdev}");
+        ring.poll();
+        assert!(readable(ring.fd().unwrap(), Duration::ZERO), "{bdev}");
     }
-    let (mut done, _, _) = epoll_until(ring, &epoll, 8, Duration::from_secs(5));
-    done.sort_unstable();
-    let want: Vec<(u64, i64)> = (0..8).map(|i| (i, NULL_BLOCK_SIZE as i64)).collect();
-    assert_eq!(done, want);
-    // The null bdev's channel poller runs on every poll (period 0): in
-    // interrupt mode SPDK keeps its eventfd readable, so the loop never
-    // sleeps while the ring holds a null bdev channel.
-    assert!(readable(ring.fd().unwrap(), Duration::ZERO));
 }
 
 #[cfg(spdk)]

@@ -117,8 +117,8 @@
 //!
 //! Which bdevs let the loop sleep: those whose channels wait on an fd in
 //! interrupt mode, such as the AIO bdev (its completion eventfd; also over
-//! a file in tmpfs). Those whose pollers run on every poll (null, malloc,
-//! the software accel module's), keep the thread's fd readable for as long
+//! a file in tmpfs). Those whose pollers run on every poll (null, malloc; in
+//! SPDK's code also the software accel module's) keep the thread's fd readable for as long
 //! as the ring holds a channel to them: they give correct results, but
 //! the loop never sleeps. NVMe namespaces attached directly over TCP have
 //! no completion fd: while they have I/O in flight, the ring's timerfd
