@@ -291,6 +291,9 @@ macro_rules! env_setters {
         /// whose pollers run on every poll (null, malloc) keep that fd
         /// readable; see the ring's
         /// [event-loop docs](crate::ring#embedding-in-an-event-loop).
+        /// Tested with [`SpdkRuntime`](crate::SpdkRuntime); on
+        /// [`SpdkApp`](crate::SpdkApp) it sets SPDK's own
+        /// `spdk_app_opts.interrupt_mode`, not yet verified with a ring.
         pub fn interrupt_mode(mut self, yes: bool) -> Self {
             self$($field)*.interrupt_mode = yes;
             self
