@@ -112,6 +112,9 @@ impl SpdkAppBuilder {
         opts.no_pci = env.no_pci;
         opts.no_huge = env.no_huge;
         opts.print_level = env.log_level.to_sys();
+        // SPDK's framework enables interrupt mode itself (its reactors then
+        // sleep on their threads' fds).
+        opts.interrupt_mode = env.interrupt_mode;
 
         claim_init()?;
         // spdk_app_start opens its log again with opts.log, after the

@@ -211,6 +211,7 @@ pub struct SpdkEnvBuilder {
     pub(crate) no_huge: bool,
     pub(crate) log_level: LogLevel,
     pub(crate) log_output: LogOutput,
+    pub(crate) interrupt_mode: bool,
 }
 
 impl Default for SpdkEnvBuilder {
@@ -225,6 +226,7 @@ impl Default for SpdkEnvBuilder {
             no_huge: false,
             log_level: LogLevel::default(),
             log_output: LogOutput::default(),
+            interrupt_mode: false,
         }
     }
 }
@@ -280,6 +282,20 @@ macro_rules! env_setters {
         /// output (default [`LogOutput::Auto`](crate::LogOutput::Auto)).
         pub fn log_output(mut self, output: $crate::env::LogOutput) -> Self {
             self$($field)*.log_output = output;
+            self
+        }
+        /// SPDK's interrupt mode (default off: poll mode), process-wide:
+        /// SPDK threads wait on an fd instead of running their pollers on
+        /// every poll, so a program can sleep in `epoll_wait` until there
+        /// is work, and a [`Ring`](crate::Ring) gets a pollable fd. Bdevs
+        /// whose pollers run on every poll (null, malloc) keep that fd
+        /// readable; see the ring's
+        /// [event-loop docs](crate::ring#embedding-in-an-event-loop).
+        /// Tested with [`SpdkRuntime`](crate::SpdkRuntime); on
+        /// [`SpdkApp`](crate::SpdkApp) it sets SPDK's own
+        /// `spdk_app_opts.interrupt_mode`, not yet verified with a ring.
+        pub fn interrupt_mode(mut self, yes: bool) -> Self {
+            self$($field)*.interrupt_mode = yes;
             self
         }
     };
@@ -367,6 +383,7 @@ impl SpdkEnvBuilder {
         let (opts, args) = self.to_env_opts()?;
         claim_init()?;
         self.start_logging();
+        crate::thread::want_interrupt_mode(self.interrupt_mode);
         // SAFETY: opts is initialised by spdk_env_opts_init and its strings
         // (in `args`) outlive the environment via the token.
         let rc = unsafe { sys::spdk_env_init(&opts) };

@@ -99,12 +99,13 @@ pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{
     opcode, Completion, CompletionRef, Entry, EntryFootprint, IoFailure, NvmeCommand, PushError,
-    Ring, RingBuilder, RingStats, Target, MAX_IOVECS,
+    Ring, RingBuilder, RingStats, Target, MAX_IOVECS, NVME_INTERRUPT_POLL_PERIOD,
+    NVME_KEEP_ALIVE_POLL_PERIOD,
 };
 #[cfg(spdk)]
 pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};
 #[cfg(spdk)]
-pub use thread::{CurrentThread, JoinHandle, SpdkThread, ThreadHandle};
+pub use thread::{interrupt_mode, CurrentThread, JoinHandle, SpdkThread, ThreadHandle};
 
 /// The SPDK release this build was compiled against, e.g. `"26.09.0-pre"`.
 #[cfg(spdk)]

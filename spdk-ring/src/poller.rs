@@ -25,10 +25,13 @@
 //! nothing resumes the payload: check [`Poller::has_panicked`].
 //!
 //! # Sleeping
-//! spdk-ring polls threads itself and has no interrupt mode, so a
-//! registered period-0 poller keeps a thread busy: every poll runs it, and
+//! A registered period-0 poller keeps a thread busy: every poll runs it, and
 //! [`SpdkThread::is_idle`] is false while any poller is registered and not
-//! paused.
+//! paused. In SPDK's interrupt mode (see
+//! [`interrupt_mode`](crate::interrupt_mode)) the same holds for the
+//! thread's fd: SPDK keeps a period-0 poller's eventfd readable, so a loop
+//! sleeping on it never sleeps; a periodic poller gets a timerfd and lets
+//! the loop sleep until it is due.
 
 use crate::error::{Errno, Error, Result};
 use crate::thread::SpdkThread;

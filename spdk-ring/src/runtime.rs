@@ -157,6 +157,7 @@ impl SpdkRuntimeBuilder {
         let (opts, args) = self.env.to_env_opts()?;
         claim_init()?;
         self.env.start_logging();
+        crate::thread::want_interrupt_mode(self.env.interrupt_mode);
         // SAFETY: opts comes from spdk_env_opts_init; its strings live in
         // `args`, which the env token keeps for the environment's lifetime.
         let rc = unsafe { sys::spdk_env_init(&opts) };

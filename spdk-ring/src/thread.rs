@@ -13,9 +13,11 @@ use std::cell::RefCell;
 use std::ffi::{c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ops::Deref;
+use std::os::fd::BorrowedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,11 +37,41 @@ enum ThreadLib {
 
 static THREAD_LIB: Mutex<ThreadLib> = Mutex::new(ThreadLib::Down);
 
+/// Whether the environment's builder asked for SPDK's interrupt mode
+/// (`SpdkEnvBuilder::interrupt_mode`), for [`ensure_thread_lib`].
+static INTERRUPT_MODE_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// Records the environment's choice of interrupt mode; it takes effect when
+/// the thread library starts (SPDK allows it only before).
+pub(crate) fn want_interrupt_mode(yes: bool) {
+    INTERRUPT_MODE_WANTED.store(yes, Ordering::Relaxed);
+}
+
+/// Whether SPDK runs in interrupt mode: process-wide, chosen when SPDK
+/// starts (`interrupt_mode(true)` on [`SpdkRuntime`](crate::SpdkRuntime),
+/// [`SpdkEnv`](crate::SpdkEnv) or [`SpdkApp`](crate::SpdkApp) builders).
+/// Then every SPDK thread has an fd that is readable when it has work,
+/// and [`Ring`](crate::Ring)s have one too (see the ring's
+/// [event-loop docs](crate::ring#embedding-in-an-event-loop)).
+pub fn interrupt_mode() -> bool {
+    // SAFETY: reads a process-wide flag; valid at any time.
+    unsafe { sys::spdk_interrupt_mode_is_enabled() }
+}
+
 /// Initialises SPDK's thread library once (threads are polled by their
-/// creators, so no scheduler callback is installed).
+/// creators, so no scheduler callback is installed), in interrupt mode if
+/// the environment asked for it.
 pub(crate) fn ensure_thread_lib() -> Result<()> {
     let mut lib = THREAD_LIB.lock().unwrap_or_else(|p| p.into_inner());
     if *lib == ThreadLib::Down {
+        if INTERRUPT_MODE_WANTED.load(Ordering::Relaxed) && !interrupt_mode() {
+            // SAFETY: the thread library is not initialised (checked above
+            // under the lock), which is SPDK's one precondition.
+            let rc = unsafe { sys::spdk_interrupt_mode_enable() };
+            if rc != 0 {
+                return Err(Error::from_rc(if rc < 0 { rc } else { -libc::ENOTSUP }));
+            }
+        }
         // SAFETY: the environment is initialised (callers hold a token);
         // no callback and no per-thread context are requested.
         let rc = unsafe { sys::spdk_thread_lib_init(None, 0) };
@@ -101,6 +133,17 @@ pub(crate) struct ThreadInner {
     _env: Arc<EnvToken>,
 }
 
+impl ThreadInner {
+    /// Whether this thread waits on its fd group (interrupt mode), as
+    /// opposed to running its pollers on every poll.
+    fn in_interrupt_mode(&self) -> bool {
+        // SAFETY: ptr is a live thread; the fd group exists exactly when
+        // interrupt mode is enabled process-wide, and is only read here.
+        interrupt_mode()
+            && unsafe { !sys::spdk_thread_get_interrupt_fd_group(self.ptr.as_ptr()).is_null() }
+    }
+}
+
 impl Drop for ThreadInner {
     fn drop(&mut self) {
         let ptr = self.ptr.as_ptr();
@@ -117,6 +160,12 @@ impl Drop for ThreadInner {
         // until SPDK reports it exited (its channels and pollers released).
         unsafe {
             sys::spdk_set_thread(ptr);
+            // An exiting thread in interrupt mode asks the scheduler to
+            // reschedule it, and we installed none: SPDK wants threads back
+            // in poll mode before they exit.
+            if self.in_interrupt_mode() {
+                sys::spdk_thread_set_interrupt_mode(false);
+            }
             sys::spdk_thread_exit(ptr);
             let deadline = Instant::now() + EXIT_TIMEOUT;
             while !sys::spdk_thread_is_exited(ptr) {
@@ -292,6 +341,39 @@ impl SpdkThread {
             }
             self.poll();
         }
+    }
+
+    /// The thread's interrupt fd in interrupt mode (see [`interrupt_mode`]):
+    /// an epoll fd, level-triggered, readable when [`poll`](Self::poll)
+    /// has work to run (a message, a due timed poller, an fd such as the
+    /// AIO bdev's completion eventfd). `None` in poll mode.
+    ///
+    /// A [`Ring`](crate::Ring) has an fd of its own that nests this one;
+    /// use this one for a thread without a ring.
+    pub fn interrupt_fd(&self) -> Option<BorrowedFd<'_>> {
+        if !self.inner.in_interrupt_mode() {
+            return None;
+        }
+        // SAFETY: the thread is alive and has an fd group (checked above).
+        let fd = unsafe { sys::spdk_thread_get_interrupt_fd(self.inner.ptr.as_ptr()) };
+        // SAFETY: the fd group's epoll fd stays open until the thread is
+        // destroyed, which `self` (borrowed for the fd's lifetime) prevents.
+        (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    /// When SPDK's earliest timed poller on this thread is due, in ticks
+    /// of [`clock::ticks`](crate::clock::ticks); `None` without one.
+    pub(crate) fn next_poller_due_ticks(&self) -> Option<u64> {
+        // SAFETY: live thread, read on the OS thread it is bound to.
+        let due = unsafe { sys::spdk_thread_next_poller_expiration(self.inner.ptr.as_ptr()) };
+        (due != 0).then_some(due)
+    }
+
+    /// Whether a poller runs on every poll (period 0, not paused): then
+    /// the thread always has work, in poll mode.
+    pub(crate) fn has_active_pollers(&self) -> bool {
+        // SAFETY: live thread.
+        unsafe { sys::spdk_thread_has_active_pollers(self.inner.ptr.as_ptr()) != 0 }
     }
 
     /// True when no message is queued and no poller is active.

@@ -30,6 +30,15 @@ pub struct Fixture {
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 
+/// Whether the runtime starts in SPDK's interrupt mode (set before the
+/// first use, by a binary whose tests all want it: the mode is per process).
+static INTERRUPT_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts the runtime in interrupt mode: call before the first fixture use.
+pub fn use_interrupt_mode() {
+    INTERRUPT_MODE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn base_config() -> JsonConfig {
     JsonConfig::new()
         .malloc_bdev("Malloc0", MALLOC_BLOCKS, MALLOC_BLOCK_SIZE)
@@ -86,6 +95,7 @@ fn app_thread(json: String, requests: Receiver<Request>, ready: Sender<Result<()
         .no_huge(true)
         .mem_size_mb(1024)
         .log_level(LogLevel::Error)
+        .interrupt_mode(INTERRUPT_MODE.load(std::sync::atomic::Ordering::Relaxed))
         .json_config(json)
         .build()
     {
@@ -118,9 +128,28 @@ fn app_thread(json: String, requests: Receiver<Request>, ready: Sender<Result<()
                         let _ = reply.send(Err(e));
                     }
                 },
-                None => std::thread::sleep(Duration::from_micros(50)),
+                None => idle_wait(&rt),
             }
         }
+    }
+}
+
+/// Between polls of the app thread: in interrupt mode it sleeps on the
+/// thread's fd (so an idle test process stays idle), checking requests
+/// every 5 ms; in poll mode it naps briefly.
+fn idle_wait(rt: &SpdkRuntime) {
+    match rt.thread().interrupt_fd() {
+        Some(fd) => {
+            use std::os::fd::AsRawFd;
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd on the thread's open fd.
+            unsafe { libc::poll(&mut pfd, 1, 5) };
+        }
+        None => std::thread::sleep(Duration::from_micros(50)),
     }
 }
 

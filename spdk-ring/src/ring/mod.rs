@@ -75,6 +75,62 @@
 //! the CQ (default: twice the SQ) so that draining once per poll keeps it
 //! from filling.
 //!
+//! ## Embedding in an event loop
+//! With SPDK in interrupt mode (`interrupt_mode(true)` on the
+//! [`SpdkRuntime`](crate::SpdkRuntime) builder; process-wide, off by
+//! default), a ring has an fd ([`Ring::fd`], [`AsFd`](std::os::fd::AsFd))
+//! that a foreign loop (epoll, mio, libevent, asio) watches for readability
+//! beside its own fds. It is level-triggered and readable exactly while
+//! [`Ring::poll`] or reaping can make progress: SPDK work on the ring's
+//! thread (a message, a due timed poller, a bdev completion fd), completions
+//! in the CQ, entries pushed and not yet handed to SPDK, a due Timeout or
+//! LinkTimeout, NVMe qpairs due a poll, or a wake from another thread.
+//!
+//! ```no_run
+//! # fn demo(ring: &mut spdk_ring::Ring) {
+//! use std::os::fd::AsRawFd;
+//! // Once: register the ring's fd (EPOLLIN, level-triggered).
+//! let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+//! let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+//! unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, ring.as_raw_fd(), &mut ev) };
+//! loop {
+//!     // Sleep until the fd is readable or the ring's next deadline.
+//!     let ms = ring.next_timeout().map_or(-1, |t| t.as_nanos().div_ceil(1_000_000) as i32);
+//!     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+//!     unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), 8, ms) };
+//!     // Whatever woke the loop: poll, then reap (and push new work).
+//!     ring.poll();
+//!     while let Some(done) = ring.next_completion() {
+//!         let _ = (done.user_data(), done.result());
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! What the loop must do: call `poll` when the fd is readable (or the
+//! timeout passed), and reap until the CQ is empty; pushing needs no call
+//! (a push makes the fd readable). The fd stays readable while completions
+//! wait unreaped, so a loop that only polls spins. Passing
+//! [`Ring::next_timeout`] to `epoll_wait` is optional in interrupt mode
+//! (the ring arms a timerfd of its own for Timeout and LinkTimeout
+//! deadlines and NVMe polling) but harmless.
+//!
+//! Which bdevs let the loop sleep: those whose channels wait on an fd in
+//! interrupt mode, such as the AIO bdev (its completion eventfd; also over
+//! a file in tmpfs). Those whose pollers run on every poll (null, malloc; in
+//! SPDK's code also the software accel module's) keep the thread's fd readable for as long
+//! as the ring holds a channel to them: they give correct results, but
+//! the loop never sleeps. NVMe namespaces attached directly over TCP have
+//! no completion fd: while they have I/O in flight, the ring's timerfd
+//! polls them every [`NVME_INTERRUPT_POLL_PERIOD`] (100 µs), and every
+//! [`NVME_KEEP_ALIVE_POLL_PERIOD`] (1 s) otherwise, for the admin queue's
+//! keep-alive.
+//!
+//! In poll mode (the default) a ring has no fd ([`Ring::fd`] is `None`;
+//! `AsFd` panics, saying so) and `next_timeout` is `Some(ZERO)` whenever
+//! SPDK has pollers that run on every poll: poll mode is for hot loops.
+//! [`Ring::submit_and_wait`] sleeps on the fd in interrupt mode.
+//!
 //! ## Where an entry goes (a map of `ring/`)
 //!
 //! One stage per file, in the order an entry meets them:
@@ -89,6 +145,9 @@
 //! | posted to the CQ | `mod.rs` `drain_inbox` admits lane completions in SPDK's order → `queue/cq_order.rs` | `mod.rs` `drain_inbox` → `queue/ring.rs` (`complete`) |
 //! | reaped | `mod.rs` `Ring::reap` → `completion.rs` (`CompletionRef`, lane form) | `completion.rs` (core form) |
 //!
+//! In interrupt mode, `wake.rs` keeps the ring's fd true at each of these
+//! stages (pushed, posted, reaped) and answers `next_timeout`.
+//!
 //! Targets (registration, removal, unregistering) are in `targets.rs` and
 //! `driver/mod.rs` (`refresh_target`); the lane's slots and lists in
 //! `driver/lane/slot.rs`.
@@ -99,11 +158,13 @@ mod entry;
 mod op;
 pub mod opcode;
 mod targets;
+mod wake;
 
 pub use completion::{Completion, CompletionRef, IoFailure};
 pub use driver::MAX_IOVECS;
 pub use entry::{Entry, PushError};
 pub use op::NvmeCommand;
+pub use wake::{NVME_INTERRUPT_POLL_PERIOD, NVME_KEEP_ALIVE_POLL_PERIOD};
 
 use crate::error::{Error, Result};
 use crate::pinned::Pinned;
@@ -243,6 +304,7 @@ impl RingBuilder {
         };
         let driver = SpdkDriver::new(ring_id, slots, &*inbox, lane_slots);
         let ticks_hz = crate::clock::ticks_hz().max(1);
+        let wake = thread.interrupt_fd().map(wake::RingFd::new).transpose()?;
         Ok(Ring {
             queue: ManuallyDrop::new(queue),
             driver: ManuallyDrop::new(driver),
@@ -251,7 +313,10 @@ impl RingBuilder {
             ring_id,
             ticks_hz,
             sq_entries: config.sq_entries,
-            core_idle: true,
+            // A quiet fd sends pushes to the core, which wakes it.
+            core_idle: wake.is_none(),
+            fd_quiet: wake.is_some(),
+            wake,
         })
     }
 }
@@ -276,6 +341,14 @@ pub struct Ring {
     /// the core (the only way to make it busy), set again where the ring
     /// looks anyway (after a poll, a submit, or a drained CQ).
     core_idle: bool,
+    /// Interrupt mode only: true while the ring's fd says it has nothing
+    /// to do, so a push must wake it (see `wake.rs`). While it is true,
+    /// `core_idle` is false: pushes take the core's path, which wakes the
+    /// fd, and the lane's path stays free of the test. Always false in
+    /// poll mode.
+    fd_quiet: bool,
+    /// The ring's fd and what makes it readable; `None` in poll mode.
+    wake: Option<Box<wake::RingFd>>,
 }
 
 impl Ring {
@@ -309,6 +382,12 @@ impl Ring {
                 Err(entry) => entry,
             };
         }
+        self.push_to_core(entry)
+    }
+
+    /// Queues an entry in the core (every entry the lane does not take).
+    #[inline(never)]
+    fn push_to_core(&mut self, mut entry: Entry) -> std::result::Result<(), PushError> {
         if self.queue.sq_len() + self.driver.lane.sq_len() >= self.sq_entries as usize {
             return Err(PushError { entry });
         }
@@ -320,6 +399,10 @@ impl Ring {
             }
         }
         self.core_idle = false;
+        if self.fd_quiet {
+            // Only here, never on the lane: a quiet fd keeps `core_idle` false.
+            self.wake_fd_for_push();
+        }
         self.queue.push(entry.submission).map_err(|e| PushError {
             entry: Entry::from_submission(e.into_submission()),
         })
@@ -422,7 +505,7 @@ impl Ring {
     /// before it takes any entry from its SQ.
     #[inline]
     fn sync_lane(&mut self) {
-        self.core_idle = self.queue.is_idle();
+        self.core_idle = self.queue.is_idle() && !self.fd_quiet;
         if !self.core_idle {
             let pending = self.driver.lane.pending();
             self.queue
@@ -444,6 +527,9 @@ impl Ring {
     /// bdev completions), processes what completed, and returns how many
     /// completions are ready.
     pub fn poll(&mut self) -> usize {
+        if self.wake.is_some() {
+            return self.poll_with_fd();
+        }
         self.submit();
         self.thread.poll();
         self.driver.poll_nvme();
@@ -466,11 +552,15 @@ impl Ring {
             if ready >= min {
                 return Ok(ready);
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(Error::Timeout {
                     what: "the requested completions",
                     after: timeout,
                 });
+            }
+            if self.wake.is_some() {
+                self.wait_for_fd(deadline - now);
             }
         }
     }
@@ -496,6 +586,9 @@ impl Ring {
             CqFront::Empty => {
                 // The end of a drain: it may have left the core idle.
                 self.core_idle = self.queue.is_idle();
+                if self.wake.is_some() {
+                    self.quiet_fd_if_drained();
+                }
                 None
             }
         }
@@ -542,6 +635,9 @@ impl Ring {
             CqFront::Empty => {
                 // The end of a reap loop: reaping may have left the core idle.
                 self.core_idle = self.queue.is_idle();
+                if self.wake.is_some() {
+                    self.quiet_fd_if_drained();
+                }
                 None
             }
         }

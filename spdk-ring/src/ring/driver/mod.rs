@@ -29,6 +29,7 @@ mod nvme;
 
 use bdev::{failure_of, io_wait_done, raw_abort};
 use check::{blocks_for, RwChecks};
+pub(crate) use nvme::NvmePollNeed;
 use nvme::{errno_for_nvme, to_nvme_cmd, NvmeQueue};
 
 pub(crate) use inbox::{Event, Inbox, SlotCtx};

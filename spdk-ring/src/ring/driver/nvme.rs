@@ -4,6 +4,18 @@
 
 use super::*;
 
+/// How often a ring must be polled for its NVMe targets
+/// ([`SpdkDriver::nvme_poll_need`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NvmePollNeed {
+    /// No NVMe target: nothing to poll.
+    None,
+    /// Targets without I/O: only the admin queue's keep-alive.
+    KeepAlive,
+    /// I/O or admin commands in flight: their completions.
+    InFlight,
+}
+
 /// Queue ids set aside after a rejected qpair connect, before waiting instead.
 const QPAIR_QIDS_SKIPPED: usize = 4;
 /// How long qpair allocation keeps retrying a rejected connect.
@@ -156,6 +168,25 @@ impl SpdkDriver {
     pub(crate) fn poll_nvme(&mut self) {
         if self.nvme_targets != 0 {
             self.poll_nvme_queues();
+        }
+    }
+
+    /// What the NVMe targets need from a ring that sleeps (interrupt
+    /// mode): qpairs over TCP have no fd, so their completions and the
+    /// admin queue's keep-alive come only from polling.
+    pub(crate) fn nvme_poll_need(&self) -> NvmePollNeed {
+        if self.nvme_targets == 0 {
+            return NvmePollNeed::None;
+        }
+        let busy = self.admin_in_flight > 0
+            || self
+                .targets
+                .iter()
+                .any(|t| t.in_flight > 0 && t.nvme().is_some());
+        if busy {
+            NvmePollNeed::InFlight
+        } else {
+            NvmePollNeed::KeepAlive
         }
     }
 
