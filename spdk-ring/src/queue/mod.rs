@@ -107,6 +107,7 @@
 mod cq_order;
 mod heap;
 mod lists;
+mod mailbox;
 mod ring;
 mod types;
 
@@ -120,6 +121,7 @@ mod prop_tests;
 mod tests;
 
 pub use cq_order::CqFront;
+pub use mailbox::{Mailbox, Refused, Sent};
 pub use ring::{Completions, FrontCompletion, RingQueue};
 pub use types::{
     errno_name, Completion, CompletionFlags, ConfigError, Driver, EntryFlags, EntryKind, IoError,
