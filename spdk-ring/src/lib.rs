@@ -94,8 +94,9 @@ pub use poller::{Poller, PollerStatus};
 pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{
-    opcode, Completion, CompletionRef, Entry, EntryFootprint, IoFailure, NvmeCommand, PushError,
-    Ring, RingBuilder, RingStats, Target, MAX_IOVECS,
+    opcode, Completion, CompletionRef, Entry, EntryFootprint, ForwardEntry, ForwardError,
+    IoFailure, MsgRing, NvmeCommand, PushError, Ring, RingBuilder, RingSender, RingStats, Target,
+    MAX_IOVECS,
 };
 #[cfg(spdk)]
 pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};

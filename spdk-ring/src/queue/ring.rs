@@ -346,6 +346,12 @@ impl<Op> RingQueue<Op> {
         self.backlog.len()
     }
 
+    /// Whether more completions are ready than the CQ holds (some wait
+    /// beyond its bound, own or outside).
+    pub fn is_overflowing(&self) -> bool {
+        self.ready_len() > self.config.cq_entries as usize
+    }
+
     /// Total completions that ever went to the backlog; non-zero means the consumer fell behind.
     pub fn overflowed(&self) -> u64 {
         self.overflowed

@@ -96,6 +96,8 @@
 mod completion;
 mod driver;
 mod entry;
+pub mod forward;
+mod msg_ring;
 mod op;
 pub mod opcode;
 mod targets;
@@ -103,6 +105,8 @@ mod targets;
 pub use completion::{Completion, CompletionRef, IoFailure};
 pub use driver::MAX_IOVECS;
 pub use entry::{Entry, PushError};
+pub use forward::{ForwardEntry, ForwardError, RingSender};
+pub use msg_ring::MsgRing;
 pub use op::NvmeCommand;
 
 use crate::error::{Error, Result};
@@ -188,6 +192,7 @@ pub struct RingBuilder {
     max_in_flight: Option<u32>,
     max_targets: u32,
     lane: bool,
+    forward_entries: Option<u32>,
 }
 
 impl RingBuilder {
@@ -220,6 +225,15 @@ impl RingBuilder {
         self
     }
 
+    /// Entries other rings may have forwarded to this one and not yet
+    /// finished, and entries this ring may have forwarded and not yet taken
+    /// back, and messages waiting for it; each direction is preallocated
+    /// (default: the SQ size; at least 1). See [`forward`].
+    pub fn forward_entries(mut self, n: u32) -> Self {
+        self.forward_entries = Some(n);
+        self
+    }
+
     /// Creates the ring on the current OS thread's SPDK thread.
     pub fn build(self) -> Result<Ring> {
         let thread = SpdkThread::require_current()?;
@@ -233,20 +247,29 @@ impl RingBuilder {
         let queue = RingQueue::new(config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // Tokens name the queue's slots; only in-flight entries complete through the inbox.
         let slots = queue.slot_count();
-        let inbox = Pinned::from_value(Inbox::with_capacity(config.max_in_flight as usize + 8));
+        // Forwarded entries run in driver slots of their own, past the core's.
+        let forward_entries = self.forward_entries.unwrap_or(config.sq_entries).max(1);
+        let inbox = Pinned::from_value(Inbox::with_capacity(
+            config.max_in_flight as usize + forward_entries as usize + 8,
+        ));
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
-        // A lane without slots never takes an entry.
-        let lane_slots = if self.lane {
-            config.max_in_flight as usize
-        } else {
-            0
-        };
-        let driver = SpdkDriver::new(ring_id, slots, &*inbox, lane_slots);
+        // Without the lane for I/O, its slots still carry completions from
+        // other rings (forward returns, messages).
+        let lane_slots = config.max_in_flight as usize;
+        let driver = SpdkDriver::new(
+            ring_id,
+            slots + forward_entries as usize,
+            &*inbox,
+            lane_slots,
+            self.lane,
+        );
+        let forwarding = forward::Forwarding::new(ring_id, forward_entries, slots as u32);
         let ticks_hz = crate::clock::ticks_hz().max(1);
         Ok(Ring {
             queue: ManuallyDrop::new(queue),
             driver: ManuallyDrop::new(driver),
             inbox: ManuallyDrop::new(inbox),
+            forwarding: ManuallyDrop::new(forwarding),
             thread,
             ring_id,
             ticks_hz,
@@ -266,6 +289,8 @@ pub struct Ring {
     queue: ManuallyDrop<RingQueue<op::IoOp>>,
     driver: ManuallyDrop<SpdkDriver>,
     inbox: ManuallyDrop<Pinned<Inbox>>,
+    /// Entries forwarded to and from other rings, and messages (`forward`).
+    forwarding: ManuallyDrop<forward::Forwarding>,
     thread: SpdkThread,
     ring_id: u32,
     ticks_hz: u64,
@@ -291,6 +316,7 @@ impl Ring {
             max_in_flight: None,
             max_targets: 16,
             lane: true,
+            forward_entries: None,
         }
     }
 
@@ -449,6 +475,7 @@ impl Ring {
         self.driver.poll_nvme();
         self.driver.poll_blob();
         self.process_events();
+        self.poll_forwarding();
         self.sync_lane();
         if self.queue.has_work() {
             let now = self.clock_for_timers();
@@ -620,6 +647,10 @@ impl Ring {
     #[inline(never)]
     fn drain_inbox(&mut self) -> bool {
         while let Some(index) = self.inbox.done.pop() {
+            if index >= self.forwarding.base {
+                self.forwarded_done(index);
+                continue;
+            }
             let lane_before = self.driver.slots[index as usize].lane_before.get();
             self.admit_lane(lane_before);
             let target = self.driver.slots[index as usize].target.get();
@@ -650,6 +681,15 @@ impl Ring {
                     token,
                     target,
                     result,
+                    ..
+                } if token.index() >= self.forwarding.base => {
+                    self.driver.note_done(target);
+                    self.forwarding.finished(token.index(), result);
+                }
+                Event::Done {
+                    token,
+                    target,
+                    result,
                     lane_before,
                 } => {
                     self.admit_lane(lane_before);
@@ -667,6 +707,7 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        self.close_forwarding();
         let cancelled = self.driver.lane.cancel_queued();
         self.queue.post_outside(cancelled);
         self.queue.cancel_unstarted();
@@ -699,6 +740,7 @@ impl Drop for Ring {
             ManuallyDrop::drop(&mut self.queue);
             ManuallyDrop::drop(&mut self.driver);
             ManuallyDrop::drop(&mut self.inbox);
+            ManuallyDrop::drop(&mut self.forwarding);
         }
     }
 }

@@ -243,6 +243,7 @@ impl SpdkDriver {
         slots: usize,
         inbox: *const Inbox,
         lane_slots: usize,
+        lane_io: bool,
     ) -> SpdkDriver {
         let slots: Pinned<[SlotCtx]> = Pinned::new(
             (0..slots)
@@ -278,7 +279,7 @@ impl SpdkDriver {
         );
         // SAFETY: the inbox outlives the driver; the table never moves.
         unsafe { &*inbox }.sgl_table.set(iovecs.as_ptr());
-        let lane = lane::Lane::new(lane_slots);
+        let lane = lane::Lane::new(lane_slots, lane_io);
         // SAFETY: as above; the lane's counter is pinned with its shared part.
         unsafe { &*inbox }
             .lane_finished
