@@ -65,6 +65,8 @@ pub mod blob;
 #[cfg(spdk)]
 pub mod clock;
 #[cfg(spdk)]
+pub mod cores;
+#[cfg(spdk)]
 pub mod dma;
 #[cfg(spdk)]
 pub mod env;
@@ -85,6 +87,8 @@ pub mod thread;
 pub use app::{SpdkApp, SpdkAppBuilder};
 #[cfg(spdk)]
 pub use bdev::{Bdev, BdevDesc, IoChannel, IoTypes, OpenMode};
+#[cfg(spdk)]
+pub use cores::Cores;
 #[cfg(spdk)]
 pub use dma::{DmaBuf, DEFAULT_DMA_ALIGN};
 #[cfg(spdk)]
