@@ -205,7 +205,7 @@ pub(super) struct Shared {
     /// `MsgRing` messages for this ring's CQ.
     pub(super) messages: Mailbox<Message>,
     /// Rung by producers, answered by the ring's poll.
-    doorbell: AtomicBool,
+    doorbell: Doorbell,
     /// More completions were ready than the CQ holds at the ring's last poll.
     pub(super) overflowing: AtomicBool,
 }
@@ -217,7 +217,7 @@ impl Shared {
             inbox: Mailbox::new(capacity),
             returns: Mailbox::new(capacity),
             messages: Mailbox::new(capacity),
-            doorbell: AtomicBool::new(false),
+            doorbell: Doorbell(AtomicBool::new(false)),
             overflowing: AtomicBool::new(false),
         }
     }
@@ -228,13 +228,17 @@ impl Shared {
     /// belongs once rings have one; today a ring finds the bell in `poll`.
     #[inline]
     pub(super) fn notify_target(&self) {
-        self.doorbell.store(true, Ordering::Release);
+        // A bell already rung is left alone: producers sending a burst
+        // write its line once per poll of the ring, not once per entry.
+        if !self.doorbell.0.load(Ordering::Relaxed) {
+            self.doorbell.0.store(true, Ordering::Release);
+        }
     }
 
     /// Whether the bell rang since the last call (ring thread).
     #[inline]
     fn answer_doorbell(&self) -> bool {
-        self.doorbell.load(Ordering::Relaxed) && self.doorbell.swap(false, Ordering::Acquire)
+        self.doorbell.0.load(Ordering::Relaxed) && self.doorbell.0.swap(false, Ordering::Acquire)
     }
 
     /// Hands a completion back to this (forwarding) ring; discarded if the
@@ -252,6 +256,11 @@ impl Shared {
         }
     }
 }
+
+/// The doorbell on a cache line of its own: producers write it, and the
+/// flags beside it are read by every send.
+#[repr(align(128))]
+struct Doorbell(AtomicBool);
 
 /// An entry on its way to (or running on) its target ring.
 pub(super) struct Forwarded {
