@@ -89,6 +89,15 @@
 //! | posted to the CQ | `mod.rs` `drain_inbox` admits lane completions in SPDK's order → `queue/cq_order.rs` | `mod.rs` `drain_inbox` → `queue/ring.rs` (`complete`) |
 //! | reaped | `mod.rs` `Ring::reap` → `completion.rs` (`CompletionRef`, lane form) | `completion.rs` (core form) |
 //!
+//! An entry forwarded from another thread's ring (`forward/`) is built as a
+//! `ForwardEntry` from a block builder, sent through the target ring's
+//! mailbox (`forward/mod.rs`, `queue/mailbox.rs`), started by the target's
+//! `poll` through its driver in a slot past the core's (`forward/run.rs`),
+//! finished by SPDK into the target's inbox like a core entry, handed back
+//! from `drain_inbox` to the forwarding ring's return mailbox, and posted
+//! by that ring's `poll` into its CQ in a lane slot (`post_completion`).
+//! `MsgRing` (`msg_ring.rs`) takes the last two steps only.
+//!
 //! Targets (registration, removal, unregistering) are in `targets.rs` and
 //! `driver/mod.rs` (`refresh_target`); the lane's slots and lists in
 //! `driver/lane/slot.rs`.
