@@ -655,3 +655,48 @@ fn msg_ring_eoverflow_on_an_overflowing_target_and_enxio_on_a_gone_one() {
         "the two messages sent Ok arrived: {got:?}"
     );
 }
+
+/// One ring per core: `Cores::of_env` is the environment's mask (0x3), and
+/// `Cores::spawn` runs a worker pinned to each core, each opening its own
+/// descriptor and ring and doing its I/O there.
+#[cfg(spdk)]
+#[test]
+fn forward_cores_one_ring_per_core_pinned() {
+    use spdk_ring::{opcode, BdevDesc, Cores, OpenMode, Ring};
+    remote::start();
+    let cores = Cores::of_env().unwrap();
+    assert_eq!(cores.as_slice(), [0, 1]);
+    let workers = cores
+        .spawn("per-core", |core, _thread| {
+            // SAFETY: sched_getcpu only reads the calling thread's CPU.
+            let cpu = unsafe { libc::sched_getcpu() };
+            let desc = BdevDesc::open("Null0", OpenMode::ReadOnly).unwrap();
+            let mut ring = Ring::new(32).unwrap();
+            let disk = ring.register_bdev(&desc).unwrap();
+            let mut ok = 0;
+            for i in 0..1000u64 {
+                let buf = spdk_ring::DmaBuf::alloc(4096, 0).unwrap();
+                ring.push(opcode::Read::new(disk, buf, i).build()).unwrap();
+                ring.submit_and_wait(1, common::WAIT).unwrap();
+                ok += ring
+                    .completions()
+                    .filter(|c| c.result() == Ok(4096))
+                    .count();
+            }
+            (core, cpu, ok)
+        })
+        .unwrap();
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_eq!(
+        results,
+        [(0, 0, 1000), (1, 1, 1000)],
+        "(core, cpu it ran on, reads ok)"
+    );
+    // A core the machine lacks is the worker's error, from `join`.
+    let missing = spdk_ring::cores::spawn_pinned("no-such-core", 1023, |_| ()).unwrap();
+    let err = missing.join().unwrap_err();
+    assert!(
+        matches!(err, spdk_ring::Error::Errno(e) if e.0 == libc::EINVAL),
+        "{err}"
+    );
+}
