@@ -316,8 +316,10 @@ fn job(
                 outstanding -= 1;
             }
         }
-        done_counter.store(ios, Ordering::Relaxed);
         if now >= next_report {
+            // Once a second: the cores' counters share a cache line, and
+            // storing on every pass made the cores fight over it.
+            done_counter.store(ios, Ordering::Relaxed);
             if let Some(all) = progress {
                 let total: u64 = all.iter().map(|c| c.load(Ordering::Relaxed)).sum();
                 let elapsed = (now - start) / hz;
