@@ -1,7 +1,7 @@
 //! Forwarding: entries that one ring's thread hands to another ring to run,
 //! and their completions coming back.
 //!
-//! Every ring has a shared part ([`Shared`], behind an `Arc`) that other
+//! Every ring has a shared part (`Shared`, behind an `Arc`) that other
 //! threads reach through a [`RingSender`]: three bounded mailboxes
 //! (`queue::Mailbox`, preallocated when the ring is built) and a doorbell.
 //!
@@ -20,6 +20,9 @@
 //! - A forwarded entry runs on the target ring beside that ring's own
 //!   entries but outside its ordering: LINK, DRAIN and Cancel on the target
 //!   ring do not see it, and it never appears in the target ring's CQ.
+//!   Nor do they on the forwarding ring: Cancel does not reach a forwarded
+//!   entry, DRAIN does not wait for it, and `in_flight` does not count it
+//!   ([`Ring::forwarded_out`] does).
 //! - Its completion comes back to the forwarding ring's CQ with its
 //!   `user_data`, its result and its buffer, through the same door as the
 //!   lane's completions (a lane slot posted with `post_outside`): one CQ
