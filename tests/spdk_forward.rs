@@ -58,6 +58,9 @@ mod remote {
         DropRing,
         /// Count this thread's allocations (`counting`), or stop.
         CountAllocs(bool),
+        /// Nothing: its answer comes, like every answer, after a poll
+        /// that followed it.
+        Sync,
         Exit,
     }
 
@@ -90,6 +93,7 @@ mod remote {
                 // Preallocated: the allocation test counts this thread.
                 let mut reaped = Vec::with_capacity(100_000);
                 loop {
+                    let mut answers = 0;
                     for ctl in ctl_rx.try_iter() {
                         match ctl {
                             Ctl::Poll(on) => polling = on,
@@ -103,9 +107,10 @@ mod remote {
                             }
                             Ctl::DropRing => drop(ring.take()),
                             Ctl::CountAllocs(on) => super::counting::COUNT_HERE.with(|c| c.set(on)),
+                            Ctl::Sync => {}
                             Ctl::Exit => return reaped,
                         }
-                        ack_tx.send(()).unwrap();
+                        answers += 1;
                     }
                     if let Some(ring) = ring.as_mut().filter(|_| polling) {
                         ring.poll();
@@ -115,6 +120,9 @@ mod remote {
                         }
                     } else {
                         std::thread::yield_now();
+                    }
+                    for _ in 0..answers {
+                        ack_tx.send(()).unwrap();
                     }
                 }
             })
@@ -129,7 +137,8 @@ mod remote {
             }
         }
 
-        /// Tells the remote thread, and waits until it has done it.
+        /// Tells the remote thread, and waits until it has done it and
+        /// polled its ring once more (if it polls).
         pub fn tell(&self, ctl: Ctl) {
             self.ctl.send(ctl).unwrap();
             self.acks.recv_timeout(WAIT).expect("remote thread answers");
@@ -416,19 +425,24 @@ fn forward_sender_dropped_first_entries_still_finish() {
     ring.forward(&core1.sender, flush).unwrap();
     let done = collect(&mut ring, 1);
     assert_eq!((done[0].0, done[0].1), (77, Ok(0)));
-    // Wait out the delay, then read back locally.
-    std::thread::sleep(std::time::Duration::from_millis(2 * SLOW_US / 1000));
+    // The writes land (after the delay): read back locally until they have.
     let desc = BdevDesc::open("Slow0", OpenMode::ReadWrite).unwrap();
     let disk = ring.register_bdev(&desc).unwrap();
+    let deadline = std::time::Instant::now() + common::WAIT;
     for i in 0..8 {
-        let read = spdk_ring::DmaBuf::alloc(4096, 0).unwrap();
-        ring.push(opcode::Read::new(disk, read, (base + i) * 8).build())
-            .unwrap();
-        let back = collect(&mut ring, 1);
-        assert_eq!(
-            back[0].2.as_ref().unwrap().as_slice(),
-            pattern(1000 + i).as_slice()
-        );
+        loop {
+            let read = spdk_ring::DmaBuf::alloc(4096, 0).unwrap();
+            ring.push(opcode::Read::new(disk, read, (base + i) * 8).build())
+                .unwrap();
+            let back = collect(&mut ring, 1);
+            if back[0].2.as_ref().unwrap().as_slice() == pattern(1000 + i).as_slice() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "write {i} never landed"
+            );
+        }
     }
     assert!(core1.finish().is_empty());
 }
@@ -598,7 +612,7 @@ fn msg_ring_delivers_in_order_per_sender() {
     let own = send_all(&mut ring, &core1.sender, 1, false);
     assert_eq!(own, 500, "one own completion per message");
     assert_eq!(other.join().unwrap(), 0, "skip_success: no own completion");
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    core1.tell(Ctl::Sync);
     let got = core1.finish();
     for who in [1u64, 2] {
         let mine: Vec<_> = got.iter().filter(|(u, _)| u >> 32 == who).collect();
@@ -632,19 +646,17 @@ fn msg_ring_eoverflow_on_an_overflowing_target_and_enxio_on_a_gone_one() {
     assert_eq!(send(&mut ring, 1), Ok(0));
     core1.tell(Ctl::Reap(false));
     // 12 Nops into a CQ of 8, not reaped: it overflows.
-    core1.tell(Ctl::Nops(4));
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    core1.tell(Ctl::Nops(4));
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    core1.tell(Ctl::Nops(4));
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    for _ in 0..3 {
+        core1.tell(Ctl::Nops(4));
+    }
     assert_eq!(send(&mut ring, 2), Err(libc::EOVERFLOW));
+    // Reaped, and one more poll to publish that it no longer overflows.
     core1.tell(Ctl::Reap(true));
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    core1.tell(Ctl::Sync);
     assert_eq!(send(&mut ring, 3), Ok(0));
-    // Let core 1 take it before its ring goes (a message still in the
+    // Core 1 takes it before its ring goes (a message still in the
     // mailbox of a ring being dropped is dropped with it).
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    core1.tell(Ctl::Sync);
     core1.tell(Ctl::DropRing);
     assert_eq!(send(&mut ring, 4), Err(libc::ENXIO));
     let got = core1.finish();
