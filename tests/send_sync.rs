@@ -63,7 +63,9 @@ mod with_spdk {
     assert_not_impl!(opcode::BlobOpen: Into<ForwardEntry>);
     assert_not_impl!(opcode::RawIo: Into<ForwardEntry>);
     assert_not_impl!(opcode::Readv: Into<ForwardEntry>);
-    assert_impl!(MsgRing: Send, Sync);
+    // A message may be built on any thread; the entry stays on its ring's.
+    assert_impl!(opcode::MsgRing: Send, Sync, Clone);
+    assert_not_impl!(opcode::MsgRing: Into<ForwardEntry>);
     assert_impl!(Cores: Send, Sync);
     assert_not_impl!(Poller: Send);
     assert_not_impl!(Poller: Sync);

@@ -511,7 +511,7 @@ fn forward_many_producers_every_entry_completes_once() {
 fn forward_and_msg_ring_allocate_nothing_per_entry() {
     use counting::{ALLOCATIONS, COUNT_HERE};
     use remote::*;
-    use spdk_ring::{opcode, ForwardEntry, MsgRing, Ring, SpdkThread};
+    use spdk_ring::{opcode, EntryFlags, ForwardEntry, Ring, SpdkThread};
     use std::sync::atomic::Ordering;
     let core1 = Remote::start("Null0", 64, 32);
     let _thread = SpdkThread::attach("forward-alloc").unwrap();
@@ -536,7 +536,8 @@ fn forward_and_msg_ring_allocate_nothing_per_entry() {
                 }
             }
             if sent % 64 == 0 {
-                let _ = ring.msg_ring(&core1.sender, MsgRing::new(sent, 1).skip_success(true));
+                let msg = opcode::MsgRing::new(&core1.sender, sent, 1).build();
+                let _ = ring.push(msg.flags(EntryFlags::SKIP_SUCCESS));
             }
             ring.poll();
             while let Some(mut c) = ring.reap() {
@@ -561,39 +562,39 @@ fn forward_and_msg_ring_allocate_nothing_per_entry() {
 
 /// Messages reach the target's CQ with their user_data and value, in the
 /// order each sender sent them (two senders at once); the sender gets its
-/// own completion unless it asked to skip a success.
+/// own completion unless it set `SKIP_SUCCESS`.
 #[cfg(spdk)]
 #[test]
 fn msg_ring_delivers_in_order_per_sender() {
     use remote::*;
-    use spdk_ring::{MsgRing, Ring, SpdkThread};
+    use spdk_ring::{opcode, EntryFlags, Ring, SpdkThread};
     let core1 = Remote::start("Null0", 64, 64);
     let send_all = |ring: &mut Ring, sender: &spdk_ring::RingSender, who: u64, skip: bool| {
+        let flags = if skip {
+            EntryFlags::SKIP_SUCCESS
+        } else {
+            EntryFlags::empty()
+        };
         let mut own = 0;
         let mut i = 0;
         let deadline = std::time::Instant::now() + common::WAIT;
         while i < 500u64 {
             assert!(std::time::Instant::now() < deadline);
-            let msg = MsgRing::new(who << 32 | i, (i * 3) as u32)
-                .own_user_data(i)
-                .skip_success(skip);
-            if ring.msg_ring(sender, msg).is_err() {
-                ring.poll();
-                own += ring.completions().count();
-                continue;
-            }
+            let msg = opcode::MsgRing::new(sender, who << 32 | i, (i * 3) as u32).build();
+            ring.push(msg.user_data(i).flags(flags)).unwrap();
+            // It is sent when it starts: in this submit.
+            ring.submit();
             // A full target mailbox answers EOVERFLOW: send it again.
             let mut resend = false;
             for done in ring.completions() {
-                own += 1;
+                assert_eq!(done.user_data(), i);
                 match done.result() {
-                    Ok(0) => {}
+                    Ok(0) => own += 1,
                     Err(e) if e.errno().0 == libc::EOVERFLOW => resend = true,
                     other => panic!("{other:?}"),
                 }
             }
             if resend {
-                own -= 1;
                 std::thread::yield_now();
             } else {
                 i += 1;
@@ -611,7 +612,7 @@ fn msg_ring_delivers_in_order_per_sender() {
     let mut ring = Ring::new(16).unwrap();
     let own = send_all(&mut ring, &core1.sender, 1, false);
     assert_eq!(own, 500, "one own completion per message");
-    assert_eq!(other.join().unwrap(), 0, "skip_success: no own completion");
+    assert_eq!(other.join().unwrap(), 0, "SKIP_SUCCESS: no own completion");
     core1.tell(Ctl::Sync);
     let got = core1.finish();
     for who in [1u64, 2] {
@@ -630,14 +631,15 @@ fn msg_ring_delivers_in_order_per_sender() {
 #[test]
 fn msg_ring_eoverflow_on_an_overflowing_target_and_enxio_on_a_gone_one() {
     use remote::*;
-    use spdk_ring::{MsgRing, Ring, SpdkThread};
+    use spdk_ring::{opcode, Ring, SpdkThread};
     // CQ of 8.
     let core1 = Remote::start("Null0", 4, 4);
     let _thread = SpdkThread::attach("msg-overflow").unwrap();
     let mut ring = Ring::new(16).unwrap();
     let send = |ring: &mut Ring, user_data: u64| {
-        ring.msg_ring(&core1.sender, MsgRing::new(7, 1).own_user_data(user_data))
-            .unwrap();
+        let msg = opcode::MsgRing::new(&core1.sender, 7, 1).build();
+        ring.push(msg.user_data(user_data)).unwrap();
+        ring.submit();
         let done: Vec<_> = ring.completions().collect();
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].user_data(), user_data);
@@ -666,6 +668,115 @@ fn msg_ring_eoverflow_on_an_overflowing_target_and_enxio_on_a_gone_one() {
         2,
         "the two messages sent Ok arrived: {got:?}"
     );
+}
+
+/// The block (of 512 bytes, in a part of Malloc0 no other test writes) a
+/// LINKed write and message hand over, and the message's tag.
+#[cfg(spdk)]
+const HANDOFF_BLOCK: u64 = 8000;
+#[cfg(spdk)]
+const HANDOFF_TAG: u64 = 0xda7a;
+
+/// A ring on core 1 that waits for a message (`HANDOFF_TAG`, value = a
+/// block), then reads that block of Malloc0 on its own descriptor and ring;
+/// `None` if it was told to stop before any message came (any other
+/// completion panics it).
+#[cfg(spdk)]
+fn handoff_reader() -> (
+    spdk_ring::RingSender,
+    std::sync::mpsc::Sender<()>,
+    spdk_ring::JoinHandle<Option<Vec<u8>>>,
+) {
+    use spdk_ring::{opcode, BdevDesc, OpenMode, Ring, SpdkThread};
+    let (setup_tx, setup_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let handle = spdk_ring::cores::spawn_pinned("handoff-reader", 1, move |_: &SpdkThread| {
+        let desc = BdevDesc::open("Malloc0", OpenMode::ReadOnly).unwrap();
+        let mut ring = Ring::new(8).unwrap();
+        let disk = ring.register_bdev(&desc).unwrap();
+        setup_tx.send(ring.sender()).unwrap();
+        let block = loop {
+            if stop_rx.try_recv().is_ok() {
+                // Anything that came meanwhile still counts.
+                ring.poll();
+                if let Some(c) = ring.completions().next() {
+                    panic!("unexpected completion {:?}", c.user_data());
+                }
+                return None;
+            }
+            ring.poll();
+            if let Some(done) = ring.completions().next() {
+                assert_eq!(done.user_data(), HANDOFF_TAG);
+                break done.result().unwrap();
+            }
+        };
+        let buf = spdk_ring::DmaBuf::alloc(4096, 0).unwrap();
+        ring.push(opcode::Read::new(disk, buf, block).build())
+            .unwrap();
+        ring.submit_and_wait(1, common::WAIT).unwrap();
+        let mut done = ring.completions().next().unwrap();
+        assert_eq!(done.result(), Ok(4096));
+        Some(done.take_buf().unwrap().as_slice().to_vec())
+    })
+    .unwrap();
+    let sender = setup_rx.recv_timeout(common::WAIT).unwrap();
+    (sender, stop_tx, handle)
+}
+
+/// A write LINKed to a `MsgRing`: the message reaches core 1 only once the
+/// write succeeded, and core 1, reading the block it names, finds the data.
+#[cfg(spdk)]
+#[test]
+fn msg_ring_linked_after_a_write_hands_the_data_to_another_core() {
+    use spdk_ring::{opcode, BdevDesc, EntryFlags, OpenMode, Ring, SpdkThread};
+    remote::start();
+    let (core1, _stop, reader) = handoff_reader();
+    let _thread = SpdkThread::attach("handoff-writer").unwrap();
+    let desc = BdevDesc::open("Malloc0", OpenMode::ReadWrite).unwrap();
+    let mut ring = Ring::new(8).unwrap();
+    let disk = ring.register_bdev(&desc).unwrap();
+    let written = pattern(HANDOFF_BLOCK);
+    let expected = written.as_slice().to_vec();
+    let write = opcode::Write::new(disk, written, HANDOFF_BLOCK)
+        .build()
+        .user_data(1);
+    ring.push(write.flags(EntryFlags::LINK)).unwrap();
+    let tell = opcode::MsgRing::new(&core1, HANDOFF_TAG, HANDOFF_BLOCK as u32).build();
+    ring.push(tell.user_data(2)).unwrap();
+    let got = remote::collect(&mut ring, 2);
+    let got: Vec<_> = got.iter().map(|(u, r, _)| (*u, *r)).collect();
+    assert_eq!(got, [(1, Ok(4096)), (2, Ok(0))]);
+    let read_back = reader.join().unwrap().expect("the message came");
+    assert!(read_back == expected, "core 1 read what core 0 wrote");
+}
+
+/// A write LINKed to a `MsgRing` that fails cancels the message
+/// (`ECANCELED`): core 1 hears nothing.
+#[cfg(spdk)]
+#[test]
+fn msg_ring_linked_after_a_failed_write_is_cancelled_and_never_sent() {
+    use spdk_ring::{opcode, BdevDesc, EntryFlags, OpenMode, Ring, SpdkThread};
+    remote::start();
+    let (core1, stop, reader) = handoff_reader();
+    let _thread = SpdkThread::attach("handoff-failed-writer").unwrap();
+    let desc = BdevDesc::open("Malloc0", OpenMode::ReadWrite).unwrap();
+    let mut ring = Ring::new(8).unwrap();
+    let disk = ring.register_bdev(&desc).unwrap();
+    let (_, blocks) = ring.target_geometry(disk).unwrap();
+    // Past the end of the bdev: the write fails EINVAL.
+    let write = opcode::Write::new(disk, pattern(1), blocks)
+        .build()
+        .user_data(1);
+    ring.push(write.flags(EntryFlags::LINK)).unwrap();
+    let tell = opcode::MsgRing::new(&core1, HANDOFF_TAG, 0).build();
+    ring.push(tell.user_data(2)).unwrap();
+    let got = remote::collect(&mut ring, 2);
+    let got: Vec<_> = got.iter().map(|(u, r, _)| (*u, *r)).collect();
+    assert_eq!(got, [(1, Err(libc::EINVAL)), (2, Err(libc::ECANCELED))]);
+    // Time for a message, had one been sent, to reach core 1.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    stop.send(()).unwrap();
+    assert_eq!(reader.join().unwrap(), None, "core 1 heard nothing");
 }
 
 /// One ring per core: `Cores::of_env` is the environment's mask (0x3), and

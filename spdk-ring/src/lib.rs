@@ -99,7 +99,7 @@ pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{
     opcode, Completion, CompletionRef, Entry, EntryFootprint, ForwardEntry, ForwardError,
-    IoFailure, MsgRing, NvmeCommand, PushError, Ring, RingBuilder, RingSender, RingStats, Target,
+    IoFailure, NvmeCommand, PushError, Ring, RingBuilder, RingSender, RingStats, Target,
     MAX_IOVECS,
 };
 #[cfg(spdk)]

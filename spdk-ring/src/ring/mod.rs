@@ -40,6 +40,8 @@
 //! | more than [`MAX_IOVECS`] buffers, or none | `EINVAL` |
 //! | `LinkTimeout` not right after a `LINK` entry | `EINVAL` |
 //! | a later entry of a failed `LINK` chain | `ECANCELED` |
+//! | `MsgRing`: the target's CQ overflowing, or its message mailbox full | `EOVERFLOW` |
+//! | `MsgRing`: the target ring is gone | `ENXIO` |
 //!
 //! SPDK's own failures keep their errno (`EIO` for a generic device error,
 //! `ECANCELED` for an aborted I/O, `EILSEQ` for a compare miscompare) and,
@@ -96,7 +98,11 @@
 //! finished by SPDK into the target's inbox like a core entry, handed back
 //! from `drain_inbox` to the forwarding ring's return mailbox, and posted
 //! by that ring's `poll` into its CQ in a lane slot (`post_completion`).
-//! `MsgRing` (`msg_ring.rs`) takes the last two steps only.
+//! A `MsgRing` (`opcode/control.rs`) goes through the core like a `Nop`,
+//! under LINK and DRAIN; when it starts, the core hands it to the driver
+//! (`driver/mod.rs`, `run_immediate`), which puts the message into the
+//! target's mailbox (`msg_ring.rs`); the target's `poll` posts it in a lane
+//! slot, as it does a forwarded entry's completion.
 //!
 //! Targets (registration, removal, unregistering) are in `targets.rs` and
 //! `driver/mod.rs` (`refresh_target`); the lane's slots and lists in
@@ -115,7 +121,6 @@ pub use completion::{Completion, CompletionRef, IoFailure};
 pub use driver::MAX_IOVECS;
 pub use entry::{Entry, PushError};
 pub use forward::{ForwardEntry, ForwardError, RingSender};
-pub use msg_ring::MsgRing;
 pub use op::NvmeCommand;
 
 use crate::error::{Error, Result};

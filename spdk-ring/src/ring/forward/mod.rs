@@ -174,7 +174,7 @@ impl std::error::Error for ForwardError {}
 
 /// A handle to a ring for other threads: `Send + Clone`. Through it a ring
 /// on another thread forwards entries ([`Ring::forward`]) or posts messages
-/// ([`Ring::msg_ring`]) to this ring. It keeps the ring's mailboxes alive,
+/// ([`opcode::MsgRing`]) to this ring. It keeps the ring's mailboxes alive,
 /// not the ring: once the ring is dropped, forwarded entries complete
 /// `ECANCELED` and messages `ENXIO`.
 #[derive(Clone)]
@@ -344,7 +344,7 @@ impl Forwarding {
 impl Ring {
     /// A `Send + Clone` handle through which rings on other threads
     /// forward entries to this one ([`Ring::forward`]) or post messages
-    /// into its CQ ([`Ring::msg_ring`]). This ring takes them in `poll`.
+    /// into its CQ ([`opcode::MsgRing`]). This ring takes them in `poll`.
     pub fn sender(&self) -> RingSender {
         RingSender {
             shared: self.forwarding.shared.clone(),
