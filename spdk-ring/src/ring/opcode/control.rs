@@ -94,8 +94,9 @@ opcode! {
     /// ring.push(write.flags(EntryFlags::LINK)).expect("SQ has room");
     /// let tell = opcode::MsgRing::new(core1, 0xfeed, 8).build();
     /// ring.push(tell.flags(EntryFlags::SKIP_SUCCESS)).expect("SQ has room");
-    /// ring.submit();
-    /// // Core 1's CQ gets (0xfeed, Ok(8)) only if the write succeeded.
+    /// // Once the write succeeded (in a later poll), core 1's CQ gets
+    /// // (0xfeed, Ok(8)); if it fails, core 1 gets nothing and this ring
+    /// // gets the write's error and the message's ECANCELED.
     /// # }
     /// ```
     #[derive(Clone)]
