@@ -6,6 +6,11 @@
 //! core of `-m`. Prints IOPS, MiB/s and latency (average, p50, p99, p99.9),
 //! as a table and, with `--report-json`, as JSON.
 //!
+//! `--forward` (with `-m 0x3`): core 0 generates the I/O and forwards each
+//! entry to core 1's ring ([`Ring::forward`](spdk_ring::Ring::forward)),
+//! which runs it; completions come back to core 0's ring. Beside a
+//! one-core run it gives the cost of forwarding per entry.
+//!
 //! `cargo run --release --example ringperf -- -q 128 -o 4096 -w randread -t 5`
 
 #[cfg(spdk)]
@@ -66,6 +71,9 @@ fn run(o: &perf::Options) -> Result<Vec<perf::Report>, String> {
             }
         }
     }
+    if o.forward {
+        return forwarded(o, &cores, rt);
+    }
     let progress: Arc<Vec<AtomicU64>> = Arc::new(cores.iter().map(|_| AtomicU64::new(0)).collect());
     let start_flag = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -76,7 +84,7 @@ fn run(o: &perf::Options) -> Result<Vec<perf::Report>, String> {
             while !start_flag.load(Ordering::Acquire) {
                 std::hint::spin_loop();
             }
-            job(&o, core, &progress[index], None)
+            job(&o, core, &progress[index], None, None)
         })
         .map_err(|e| e.to_string())?;
         workers.push(worker);
@@ -87,6 +95,7 @@ fn run(o: &perf::Options) -> Result<Vec<perf::Report>, String> {
         cores[0],
         &progress[0],
         if o.quiet { None } else { Some(&progress) },
+        None,
     )?];
     for worker in workers {
         reports.push(worker.join().map_err(|e| e.to_string())??);
@@ -111,27 +120,113 @@ fn run(o: &perf::Options) -> Result<Vec<perf::Report>, String> {
     Ok(reports)
 }
 
-/// One core's job: a ring at depth `-q`, refilled from its completions.
+/// Where `--forward` sends core 0's entries: core 1's ring, and its target.
+#[cfg(spdk)]
+struct ForwardTo {
+    sender: spdk_ring::RingSender,
+    target: spdk_ring::Target,
+    block_size: u32,
+    num_blocks: u64,
+    align: usize,
+}
+
+/// `--forward`: core 1 runs a ring that only executes what core 0's job
+/// forwards to it.
+#[cfg(spdk)]
+fn forwarded(
+    o: &perf::Options,
+    cores: &[usize],
+    rt: spdk_ring::SpdkRuntime,
+) -> Result<Vec<perf::Report>, String> {
+    use spdk_ring::{BdevDesc, Ring, SpdkThread};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    if cores.len() != 2 || o.nvme.is_some() {
+        return Err("--forward needs a bdev and two cores (-m 0x3)".into());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (opts, stop_flag, core) = (o.clone(), stop.clone(), cores[1]);
+    let executor = SpdkThread::spawn(&format!("ringperf-{core}"), move |_| {
+        perf::pin_to_core(core);
+        let err = |e: spdk_ring::Error| e.to_string();
+        let depth = opts.queue_depth as u32;
+        let setup = (|| {
+            let desc = BdevDesc::open(&opts.bdev, opts.open_mode()).map_err(err)?;
+            let mut ring = Ring::builder(depth)
+                .forward_entries(depth)
+                .build()
+                .map_err(err)?;
+            let target = ring.register_bdev(&desc).map_err(err)?;
+            let bdev = desc.bdev();
+            let to = ForwardTo {
+                sender: ring.sender(),
+                target,
+                block_size: bdev.block_size(),
+                num_blocks: bdev.num_blocks(),
+                align: perf::bdevperf_buf_align(&desc),
+            };
+            Ok::<_, String>((desc, ring, to))
+        })();
+        let (_desc, mut ring) = match setup {
+            Ok((desc, ring, to)) => {
+                let _ = tx.send(Ok(to));
+                (desc, ring)
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        while !stop_flag.load(Ordering::Relaxed) {
+            ring.poll();
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let to = rx.recv().map_err(|e| e.to_string())??;
+    let progress = [AtomicU64::new(0)];
+    let shown = if o.quiet { None } else { Some(&progress[..]) };
+    let report = job(o, cores[0], &progress[0], shown, Some(&to));
+    stop.store(true, Ordering::Relaxed);
+    executor.join().map_err(|e| e.to_string())?;
+    drop(rt);
+    let mut report = report?;
+    report.label = format!("forwarded {} -> {}", cores[0], cores[1]);
+    Ok(vec![report])
+}
+
+/// One core's job: a ring at depth `-q`, refilled from its completions
+/// (forwarded to another core's ring with `forward`).
 #[cfg(spdk)]
 fn job(
     o: &perf::Options,
     core: usize,
     done_counter: &std::sync::atomic::AtomicU64,
     progress: Option<&[std::sync::atomic::AtomicU64]>,
+    forward: Option<&ForwardTo>,
 ) -> Result<perf::Report, String> {
     use perf::{Histogram, Pattern, Report};
     use spdk_ring::nvme::{ControllerOptions, NvmeController, TransportId};
-    use spdk_ring::{clock, opcode, BdevDesc, DmaBuf, Ring};
+    use spdk_ring::{clock, opcode, BdevDesc, DmaBuf, ForwardEntry, Ring};
     use std::sync::atomic::Ordering;
 
     let err = |e: spdk_ring::Error| e.to_string();
     let depth = o.queue_depth;
-    let mut ring = Ring::builder(depth as u32).build().map_err(err)?;
+    let mut ring = Ring::builder(depth as u32)
+        .forward_entries(depth as u32)
+        .build()
+        .map_err(err)?;
     // Keep what the target needs alive for the whole job.
     let mut _desc = None;
     let mut _ctrlr = None;
     // Buffer alignment: as bdevperf for bdevs; page-aligned for NVMe.
-    let (target, block_size, num_blocks, align) = match o.nvme_target() {
+    let nvme = if forward.is_some() {
+        None
+    } else {
+        o.nvme_target()
+    };
+    let (target, block_size, num_blocks, align) = match nvme {
         Some(spec) => {
             let (trid, nsid) = spec?;
             let trid: TransportId = trid.parse().map_err(err)?;
@@ -146,6 +241,10 @@ fn job(
                 .map_err(err)?;
             _ctrlr = Some(ctrlr);
             (target, geometry.0, geometry.1, 0)
+        }
+        None if forward.is_some() => {
+            let to = forward.expect("matched");
+            (to.target, to.block_size, to.num_blocks, to.align)
         }
         None => {
             let mode = o.open_mode();
@@ -165,6 +264,16 @@ fn job(
 
     let mut issue = |ring: &mut Ring, slot: usize, buf: DmaBuf| {
         let (offset, read) = pattern.next();
+        if let Some(to) = forward {
+            let entry = if read {
+                ForwardEntry::from(opcode::Read::new(target, buf, offset))
+            } else {
+                ForwardEntry::from(opcode::Write::new(target, buf, offset))
+            };
+            ring.forward(&to.sender, entry.user_data(slot as u64))
+                .expect("both rings forward as many entries as there are slots");
+            return;
+        }
         let entry = if read {
             opcode::Read::new(target, buf, offset).build()
         } else {
@@ -207,8 +316,10 @@ fn job(
                 outstanding -= 1;
             }
         }
-        done_counter.store(ios, Ordering::Relaxed);
         if now >= next_report {
+            // Once a second: the cores' counters share a cache line, and
+            // storing on every pass made the cores fight over it.
+            done_counter.store(ios, Ordering::Relaxed);
             if let Some(all) = progress {
                 let total: u64 = all.iter().map(|c| c.load(Ordering::Relaxed)).sum();
                 let elapsed = (now - start) / hz;

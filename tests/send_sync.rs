@@ -51,6 +51,22 @@ mod with_spdk {
     assert_not_impl!(SpdkRuntime: Sync);
     assert_not_impl!(Ring: Send);
     assert_not_impl!(Ring: Sync);
+    // Many cores: a ring is reached from other threads only through its
+    // sender, and only entries whose buffers may move are forwarded.
+    assert_impl!(RingSender: Send, Sync, Clone);
+    assert_impl!(ForwardEntry: Send);
+    assert_not_impl!(ForwardEntry: Sync);
+    assert_not_impl!(Entry: Send);
+    assert_impl!(opcode::Read: Into<ForwardEntry>);
+    assert_impl!(opcode::NvmePassthru: Into<ForwardEntry>);
+    assert_not_impl!(opcode::BlobRead: Into<ForwardEntry>);
+    assert_not_impl!(opcode::BlobOpen: Into<ForwardEntry>);
+    assert_not_impl!(opcode::RawIo: Into<ForwardEntry>);
+    assert_not_impl!(opcode::Readv: Into<ForwardEntry>);
+    // A message may be built on any thread; the entry stays on its ring's.
+    assert_impl!(opcode::MsgRing: Send, Sync, Clone);
+    assert_not_impl!(opcode::MsgRing: Into<ForwardEntry>);
+    assert_impl!(Cores: Send, Sync);
     assert_not_impl!(Poller: Send);
     assert_not_impl!(Poller: Sync);
     assert_not_impl!(nvme::NvmeController: Send);

@@ -25,6 +25,8 @@ pub struct Options {
     pub mem_mb: u32,
     pub report_json: bool,
     pub quiet: bool,
+    /// ringperf `--forward`: core 0 generates the I/O, core 1's ring runs it.
+    pub forward: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,8 @@ pub fn usage(program: &str) -> String {
          \x20 -M PERCENT      read share of rw/randrw (default 50)\n\
          \x20 -t SECONDS      run time (default 10)\n\
          \x20 -m MASK         core mask, one job per core (default 0x1)\n\
+         \x20 -C             every core runs a job on the bdev (always so; accepted for bdevperf's command line)\n\
+         \x20 --forward       ringperf, -m with two cores: core 0 generates the I/O and forwards it to core 1's ring\n\
          \x20 --no-huge       no hugepages (needs -s; default on)\n\
          \x20 -s MB           memory size (default 1024)\n\
          \x20 --report-json   print the results as JSON too\n\
@@ -109,6 +113,7 @@ impl Options {
             mem_mb: 1024,
             report_json: false,
             quiet: false,
+            forward: false,
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -131,6 +136,10 @@ impl Options {
                 "--no-huge" => o.no_huge = true,
                 "--report-json" => o.report_json = true,
                 "--quiet" => o.quiet = true,
+                // bdevperf's "every core sends to each bdev": what the
+                // ring tools always do with -m.
+                "-C" => {}
+                "--forward" => o.forward = true,
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown option {other:?}")),
             }

@@ -67,6 +67,8 @@ pub mod blob;
 #[cfg(spdk)]
 pub mod clock;
 #[cfg(spdk)]
+pub mod cores;
+#[cfg(spdk)]
 pub mod dma;
 #[cfg(spdk)]
 pub mod env;
@@ -90,6 +92,8 @@ pub use async_ring::{AsyncRing, AsyncStats};
 #[cfg(spdk)]
 pub use bdev::{Bdev, BdevDesc, IoChannel, IoTypes, OpenMode};
 #[cfg(spdk)]
+pub use cores::Cores;
+#[cfg(spdk)]
 pub use dma::{DmaBuf, DEFAULT_DMA_ALIGN};
 #[cfg(spdk)]
 pub use env::{is_initialized as env_is_initialized, LogLevel, LogOutput, SpdkEnv, SpdkEnvBuilder};
@@ -98,9 +102,9 @@ pub use poller::{Poller, PollerStatus};
 pub use queue::{CompletionFlags, EntryFlags};
 #[cfg(spdk)]
 pub use ring::{
-    opcode, Completion, CompletionRef, Entry, EntryFootprint, IoFailure, NvmeCommand, PushError,
-    Ring, RingBuilder, RingStats, Target, MAX_IOVECS, NVME_INTERRUPT_POLL_PERIOD,
-    NVME_KEEP_ALIVE_POLL_PERIOD,
+    opcode, Completion, CompletionRef, Entry, EntryFootprint, ForwardEntry, ForwardError,
+    IoFailure, NvmeCommand, PushError, Ring, RingBuilder, RingSender, RingStats, Target,
+    MAX_IOVECS, NVME_INTERRUPT_POLL_PERIOD, NVME_KEEP_ALIVE_POLL_PERIOD,
 };
 #[cfg(spdk)]
 pub use runtime::{ConfigLoad, SpdkRuntime, SpdkRuntimeBuilder, DEFAULT_STEP_TIMEOUT};

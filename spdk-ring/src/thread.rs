@@ -304,11 +304,26 @@ impl SpdkThread {
         F: FnOnce(&SpdkThread) -> T + Send + 'static,
         T: Send + 'static,
     {
+        SpdkThread::spawn_with_setup(name, || Ok(()), f)
+    }
+
+    /// [`spawn`](Self::spawn), running `setup` on the new OS thread before
+    /// its SPDK thread is attached (pinning, in `cores`).
+    pub(crate) fn spawn_with_setup<F, T>(
+        name: &str,
+        setup: impl FnOnce() -> Result<()> + Send + 'static,
+        f: F,
+    ) -> Result<JoinHandle<T>>
+    where
+        F: FnOnce(&SpdkThread) -> T + Send + 'static,
+        T: Send + 'static,
+    {
         live_env()?;
         let thread_name = name.to_string();
         let os = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                setup()?;
                 let thread = SpdkThread::attach(&thread_name)?;
                 Ok(f(&thread))
             })

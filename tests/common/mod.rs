@@ -54,13 +54,22 @@ pub fn fixture() -> &'static Fixture {
 /// process (a test binary that needs other start-up options calls this
 /// before anything else).
 pub fn fixture_with(config: fn() -> JsonConfig) -> &'static Fixture {
+    fixture_on_cores(config, None)
+}
+
+/// [`fixture_with`], the environment on the cores of `core_mask` (SPDK's
+/// default, one core, when `None`).
+pub fn fixture_on_cores(
+    config: fn() -> JsonConfig,
+    core_mask: Option<&'static str>,
+) -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let json = config().to_json();
         let (req_tx, req_rx) = channel::<Request>();
         let (ready_tx, ready_rx) = channel::<Result<(), Error>>();
         let app = std::thread::Builder::new()
             .name("spdk-app".into())
-            .spawn(move || app_thread(json, req_rx, ready_tx))
+            .spawn(move || app_thread(json, core_mask, req_rx, ready_tx))
             .expect("spawn spdk-app thread");
         ready_rx
             .recv()
@@ -89,8 +98,17 @@ extern "C" fn shut_down_at_exit() {
     }
 }
 
-fn app_thread(json: String, requests: Receiver<Request>, ready: Sender<Result<(), Error>>) {
-    let rt = match SpdkRuntime::builder()
+fn app_thread(
+    json: String,
+    core_mask: Option<&'static str>,
+    requests: Receiver<Request>,
+    ready: Sender<Result<(), Error>>,
+) {
+    let mut builder = SpdkRuntime::builder();
+    if let Some(mask) = core_mask {
+        builder = builder.core_mask(mask);
+    }
+    let rt = match builder
         .name("spdk_ring_test")
         .no_huge(true)
         .mem_size_mb(1024)

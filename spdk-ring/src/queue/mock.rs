@@ -4,8 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::{
-    Completion, Driver, EntryFlags, IoResult, QueueConfig, RingQueue, StartOutcome, Submission,
-    TargetId, Token,
+    Completion, Driver, EntryFlags, EntryKind, IoResult, QueueConfig, RingQueue, StartOutcome,
+    Submission, TargetId, Token,
 };
 
 /// The test `Op`: just an id (tests use the entry's user_data) so returned ops can be checked.
@@ -42,6 +42,10 @@ pub(super) struct MockDriver {
     pub(super) outside: Vec<(u64, Result<(), ()>)>,
     /// Every `cancel_outside` call: the user data asked for.
     pub(super) outside_cancels: Vec<u64>,
+    /// Every `run_immediate` call: the op id.
+    pub(super) immediates: Vec<u64>,
+    /// What `run_immediate` answers for an op id; `Ok(id)` when absent.
+    pub(super) immediate_answers: HashMap<u64, IoResult>,
 }
 
 impl Driver<TestOp> for MockDriver {
@@ -70,6 +74,11 @@ impl Driver<TestOp> for MockDriver {
         } else {
             Ok(())
         }
+    }
+
+    fn run_immediate(&mut self, op: &mut TestOp) -> IoResult {
+        self.immediates.push(op.id);
+        self.immediate_answers.remove(&op.id).unwrap_or(Ok(op.id))
     }
 
     fn cancel_outside(&mut self, user_data: u64) -> Option<Result<(), ()>> {
@@ -115,6 +124,11 @@ pub(super) fn queue(slots: u32, targets: u32) -> RingQueue<TestOp> {
 
 pub(super) fn io(target: u32, id: u64) -> Submission<TestOp> {
     Submission::io(TargetId(target), TestOp { id }, id)
+}
+
+/// An [`EntryKind::Immediate`] entry whose op and user_data are `id`.
+pub(super) fn immediate(id: u64) -> Submission<TestOp> {
+    Submission::new(EntryKind::Immediate { op: TestOp { id } }, id)
 }
 
 pub(super) fn linked(submission: Submission<TestOp>) -> Submission<TestOp> {

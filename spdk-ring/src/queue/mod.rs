@@ -12,7 +12,7 @@
 //! ```text
 //!  push ──► SQ ──submit──► slot: Waiting ──start──► InFlight (Io) ──complete()──► CQ
 //!                 │                 │          └──► Armed (Timeout) ──fires/count──► CQ
-//!                 │                 └── Nop / Cancel / Failed / invalid ────────────► CQ
+//!                 │                 └── Nop / Cancel / Immediate / Failed / invalid ► CQ
 //!                 └── chain longer than max_in_flight: EINVAL ──────────────────────► CQ
 //! ```
 //!
@@ -70,6 +70,16 @@
 //!   `count` completions of any other entry were posted after it armed
 //!   (rejected and cancelled entries count too).
 //!
+//! * **Immediate** – an op with no target ([`EntryKind::Immediate`]) that the
+//!   driver carries out on the spot ([`Driver::run_immediate`]) when the entry
+//!   starts; it obeys LINK and DRAIN like any entry and completes with the
+//!   driver's answer.
+//!
+//! * **Skip success** – an entry flagged [`EntryFlags::SKIP_SUCCESS`] that
+//!   succeeds posts nothing: its slot is freed where it would have been
+//!   posted, its chain continues as after any success, and count timeouts do
+//!   not count it. A failure (ECANCELED included) is posted as usual.
+//!
 //! [`RingQueue::complete`] never needs the driver: it only records the result
 //! and resolves what follows without starting anything (chain failures, link
 //! timeouts, count-based timeouts). Whatever becomes startable is started by
@@ -107,6 +117,7 @@
 mod cq_order;
 mod heap;
 mod lists;
+mod mailbox;
 mod ring;
 mod types;
 
@@ -120,6 +131,7 @@ mod prop_tests;
 mod tests;
 
 pub use cq_order::CqFront;
+pub use mailbox::{Mailbox, Refused, Sent};
 pub use ring::{Completions, FrontCompletion, RingQueue};
 pub use types::{
     errno_name, Completion, CompletionFlags, ConfigError, Driver, EntryFlags, EntryKind, IoError,

@@ -346,6 +346,12 @@ impl<Op> RingQueue<Op> {
         self.backlog.len()
     }
 
+    /// Whether more completions are ready than the CQ holds (some wait
+    /// beyond its bound, own or outside).
+    pub fn is_overflowing(&self) -> bool {
+        self.ready_len() > self.config.cq_entries as usize
+    }
+
     /// Total completions that ever went to the backlog; non-zero means the consumer fell behind.
     pub fn overflowed(&self) -> u64 {
         self.overflowed
@@ -1030,6 +1036,7 @@ impl<Op> RingQueue<Op> {
             },
             // Only LinkTimeouts that could not attach reach here.
             EntryKind::LinkTimeout { .. } => StartAction::Finish(Err(IoError::errno(EINVAL))),
+            EntryKind::Immediate { op } => StartAction::Finish(driver.run_immediate(op)),
         };
         match action {
             StartAction::Finish(result) => self.finish(slot, result),
@@ -1310,17 +1317,25 @@ impl<Op> RingQueue<Op> {
     /// Appends the completion of the entry in `slot`. It overflowed if the CQ (own and outside
     /// completions) was full. Its index goes to the CQ while the CQ's own cells have room and
     /// nothing is backlogged, else the completion itself (moved out, freeing the slot) goes to
-    /// the backlog.
+    /// the backlog. A success of an entry flagged `SKIP_SUCCESS` is not posted: its slot is freed
+    /// at once.
     #[inline]
     fn post(&mut self, slot: u32, result: IoResult) {
+        let cell = &mut self.slots[slot as usize];
+        if is_timer(&cell.kind) {
+            self.timer_entries -= 1;
+        }
+        if cell.flags.contains(EntryFlags::SKIP_SUCCESS) && result.is_ok() {
+            cell.kind = EntryKind::Nop;
+            cell.stage = Stage::Free;
+            self.free.push(slot);
+            return;
+        }
         #[cfg(test)]
         self.record(TraceEvent::Post(self.slots[slot as usize].user_data));
         let overflowed = self.ready_len() >= self.config.cq_entries as usize;
         self.order.push_own();
         let cell = &mut self.slots[slot as usize];
-        if is_timer(&cell.kind) {
-            self.timer_entries -= 1;
-        }
         self.posted += 1;
         if overflowed {
             self.overflowed += 1;

@@ -1,6 +1,6 @@
 //! Unit tests, one group per rule of the state machine.
 
-use super::mock::{drained, io, linked, queue, reap, MockDriver, TestOp};
+use super::mock::{drained, immediate, io, linked, queue, reap, MockDriver, TestOp};
 use super::*;
 
 fn err(errno: i32) -> IoResult {
@@ -283,6 +283,134 @@ fn complete_resolves_but_never_starts() {
     assert_eq!(driver.started_ids(), [1], "complete() does not start");
     q.advance(&mut driver, 0);
     assert_eq!(driver.started_ids(), [1, 2]);
+}
+
+// ----- Immediate entries and SKIP_SUCCESS -----------------------------------------------------
+
+fn skip_success(submission: Submission<TestOp>) -> Submission<TestOp> {
+    let flags = submission.flags | EntryFlags::SKIP_SUCCESS;
+    submission.with_flags(flags)
+}
+
+#[test]
+fn immediate_entries_run_when_their_chain_reaches_them() {
+    let mut q = queue(8, 1);
+    let mut driver = MockDriver::default();
+    driver.immediate_answers.insert(3, err(ENODEV));
+    push_all(&mut q, [linked(io(0, 1)), immediate(2), immediate(3)]);
+    q.submit(&mut driver, 0);
+    assert_eq!(
+        driver.immediates,
+        [3],
+        "2 waits for the write it is linked to"
+    );
+    assert_eq!(reap(&mut q), [(3, err(ENODEV))], "the driver's answer");
+    let token = driver.take(1);
+    q.complete(token, Ok(512));
+    q.advance(&mut driver, 0);
+    assert_eq!(driver.immediates, [3, 2]);
+    assert_eq!(reap(&mut q), [(1, Ok(512)), (2, Ok(2))]);
+    q.check_invariants();
+}
+
+#[test]
+fn a_failed_link_cancels_an_immediate_entry_without_running_it() {
+    let mut q = queue(8, 1);
+    let mut driver = MockDriver::default();
+    push_all(&mut q, [linked(io(0, 1)), immediate(2)]);
+    q.submit(&mut driver, 0);
+    let token = driver.take(1);
+    q.complete(token, err(EIO));
+    q.advance(&mut driver, 0);
+    assert_eq!(reap(&mut q), [(1, err(EIO)), (2, err(ECANCELED))]);
+    assert!(driver.immediates.is_empty(), "never run");
+}
+
+#[test]
+fn immediate_entries_wait_for_a_drain_and_in_push_order() {
+    let mut q = queue(8, 1);
+    let mut driver = MockDriver::default();
+    push_all(
+        &mut q,
+        [
+            io(0, 1),
+            drained(Submission::nop(2)),
+            immediate(3),
+            immediate(4),
+        ],
+    );
+    q.submit(&mut driver, 0);
+    assert!(driver.immediates.is_empty(), "behind the DRAIN");
+    let token = driver.take(1);
+    q.complete(token, Ok(0));
+    q.advance(&mut driver, 0);
+    assert_eq!(driver.immediates, [3, 4]);
+    assert_eq!(
+        reap(&mut q),
+        [(1, Ok(0)), (2, Ok(0)), (3, Ok(3)), (4, Ok(4))]
+    );
+}
+
+#[test]
+fn skip_success_posts_only_failures_and_its_chain_goes_on() {
+    let mut q = queue(4, 1);
+    let mut driver = MockDriver::default();
+    driver.immediate_answers.insert(4, err(EIO));
+    push_all(
+        &mut q,
+        [
+            linked(skip_success(io(0, 1))),
+            linked(skip_success(immediate(2))),
+            skip_success(Submission::nop(3)),
+            skip_success(immediate(4)),
+        ],
+    );
+    q.submit(&mut driver, 0);
+    let token = driver.take(1);
+    q.complete(token, Ok(512));
+    q.advance(&mut driver, 0);
+    assert_eq!(
+        driver.immediates,
+        [4, 2],
+        "the LINK successor ran after a skipped success"
+    );
+    assert_eq!(reap(&mut q), [(4, err(EIO))], "only the failure is posted");
+    assert_eq!(q.in_flight(), 0);
+    assert_eq!(q.free_slots(), 4, "skipped entries freed their slots");
+    assert!(q.is_idle());
+    q.check_invariants();
+}
+
+#[test]
+fn a_cancelled_skip_success_entry_is_posted() {
+    let mut q = queue(4, 1);
+    let mut driver = MockDriver::default();
+    push_all(&mut q, [linked(io(0, 1)), skip_success(immediate(2))]);
+    q.submit(&mut driver, 0);
+    let token = driver.take(1);
+    q.complete(token, err(EIO));
+    assert_eq!(reap(&mut q), [(1, err(EIO)), (2, err(ECANCELED))]);
+}
+
+#[test]
+fn skipped_successes_do_not_count_for_count_timeouts() {
+    let mut q = queue(8, 1);
+    let mut driver = MockDriver::default();
+    push_all(
+        &mut q,
+        [
+            timeout(1, 1_000, 1),
+            skip_success(Submission::nop(2)),
+            Submission::nop(3),
+        ],
+    );
+    q.submit(&mut driver, 0);
+    assert_eq!(
+        reap(&mut q),
+        [(3, Ok(0)), (1, Ok(0))],
+        "Nop 3 was the one counted"
+    );
+    q.check_invariants();
 }
 
 // ----- LINK -----------------------------------------------------------------------------------

@@ -29,13 +29,18 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
 }
 
 bitflags! {
-    /// Ordering flags of one entry, the io_uring `IOSQE_IO_LINK` / `IOSQE_IO_DRAIN` pair.
+    /// Flags of one entry: the io_uring `IOSQE_IO_LINK` / `IOSQE_IO_DRAIN` ordering pair, and
+    /// `IOSQE_CQE_SKIP_SUCCESS`.
     #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
     pub struct EntryFlags: u8 {
         /// The next pushed entry starts only after this one succeeds; a failure cancels the rest of the chain.
         const LINK = 1;
         /// Full barrier: start after every earlier entry completed, and hold back every later one until done.
         const DRAIN = 2;
+        /// Post no completion if the entry succeeds (io_uring's `IOSQE_CQE_SKIP_SUCCESS`): its slot
+        /// is freed with everything it holds, a LINK successor still starts, and count Timeouts do
+        /// not count it. A failure is posted as usual.
+        const SKIP_SUCCESS = 4;
     }
 }
 
@@ -71,6 +76,12 @@ pub enum EntryKind<Op> {
     LinkTimeout {
         /// Delay from the moment the previous entry starts.
         after_ns: u64,
+    },
+    /// An operation with no target that the driver carries out on the spot
+    /// ([`Driver::run_immediate`]) once ordering lets it start, completing with its answer.
+    Immediate {
+        /// The driver's operation; never inspected by the core, dropped when the entry completes.
+        op: Op,
     },
 }
 
@@ -247,6 +258,12 @@ pub trait Driver<Op> {
     /// `RingQueue::complete`. `Err(())`: this target cannot abort.
     #[allow(clippy::result_unit_err)]
     fn abort(&mut self, token: Token, target: TargetId, op: &mut Op) -> Result<(), ()>;
+
+    /// Carry out an [`EntryKind::Immediate`] op now; the entry completes with the answer. The
+    /// default, for drivers without such ops, fails it EINVAL.
+    fn run_immediate(&mut self, _op: &mut Op) -> IoResult {
+        Err(IoError::errno(EINVAL))
+    }
 
     /// Cancel for entries the driver runs outside the core (see
     /// `RingQueue::set_outside_pending`): acts on the oldest such entry with `user_data`.

@@ -20,7 +20,9 @@ impl Entry {
         self
     }
 
-    /// `LINK` and/or `DRAIN`, with io_uring's meaning.
+    /// `LINK`, `DRAIN` and `SKIP_SUCCESS`, with io_uring's meaning
+    /// (`SKIP_SUCCESS` is `IOSQE_CQE_SKIP_SUCCESS`: a success posts no
+    /// completion, and the buffers the entry carried are freed with it).
     pub fn flags(mut self, flags: EntryFlags) -> Entry {
         self.submission.flags = flags;
         self

@@ -40,6 +40,8 @@
 //! | more than [`MAX_IOVECS`] buffers, or none | `EINVAL` |
 //! | `LinkTimeout` not right after a `LINK` entry | `EINVAL` |
 //! | a later entry of a failed `LINK` chain | `ECANCELED` |
+//! | `MsgRing`: the target's CQ overflowing, or its message mailbox full | `EOVERFLOW` |
+//! | `MsgRing`: the target ring is gone | `ENXIO` |
 //!
 //! SPDK's own failures keep their errno (`EIO` for a generic device error,
 //! `ECANCELED` for an aborted I/O, `EILSEQ` for a compare miscompare) and,
@@ -145,6 +147,19 @@
 //! | posted to the CQ | `mod.rs` `drain_inbox` admits lane completions in SPDK's order → `queue/cq_order.rs` | `mod.rs` `drain_inbox` → `queue/ring.rs` (`complete`) |
 //! | reaped | `mod.rs` `Ring::reap` → `completion.rs` (`CompletionRef`, lane form) | `completion.rs` (core form) |
 //!
+//! An entry forwarded from another thread's ring (`forward/`) is built as a
+//! `ForwardEntry` from a block builder, sent through the target ring's
+//! mailbox (`forward/mod.rs`, `queue/mailbox.rs`), started by the target's
+//! `poll` through its driver in a slot past the core's (`forward/run.rs`),
+//! finished by SPDK into the target's inbox like a core entry, handed back
+//! from `drain_inbox` to the forwarding ring's return mailbox, and posted
+//! by that ring's `poll` into its CQ in a lane slot (`post_completion`).
+//! A `MsgRing` (`opcode/control.rs`) goes through the core like a `Nop`,
+//! under LINK and DRAIN; when it starts, the core hands it to the driver
+//! (`driver/mod.rs`, `run_immediate`), which puts the message into the
+//! target's mailbox (`msg_ring.rs`); the target's `poll` posts it in a lane
+//! slot, as it does a forwarded entry's completion.
+//!
 //! In interrupt mode, `wake.rs` keeps the ring's fd true at each of these
 //! stages (pushed, posted, reaped) and answers `next_timeout`.
 //!
@@ -155,6 +170,8 @@
 mod completion;
 mod driver;
 mod entry;
+pub mod forward;
+mod msg_ring;
 mod op;
 pub mod opcode;
 mod targets;
@@ -163,6 +180,7 @@ mod wake;
 pub use completion::{Completion, CompletionRef, IoFailure};
 pub use driver::MAX_IOVECS;
 pub use entry::{Entry, PushError};
+pub use forward::{ForwardEntry, ForwardError, RingSender};
 pub use op::NvmeCommand;
 pub use wake::{NVME_INTERRUPT_POLL_PERIOD, NVME_KEEP_ALIVE_POLL_PERIOD};
 
@@ -249,6 +267,7 @@ pub struct RingBuilder {
     max_in_flight: Option<u32>,
     max_targets: u32,
     lane: bool,
+    forward_entries: Option<u32>,
 }
 
 impl RingBuilder {
@@ -281,6 +300,15 @@ impl RingBuilder {
         self
     }
 
+    /// Entries other rings may have forwarded to this one and not yet
+    /// finished, and entries this ring may have forwarded and not yet taken
+    /// back, and messages waiting for it; each direction is preallocated
+    /// (default: the SQ size; at least 1). See [`forward`].
+    pub fn forward_entries(mut self, n: u32) -> Self {
+        self.forward_entries = Some(n);
+        self
+    }
+
     /// Creates the ring on the current OS thread's SPDK thread.
     pub fn build(self) -> Result<Ring> {
         let thread = SpdkThread::require_current()?;
@@ -294,21 +322,30 @@ impl RingBuilder {
         let queue = RingQueue::new(config).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // Tokens name the queue's slots; only in-flight entries complete through the inbox.
         let slots = queue.slot_count();
-        let inbox = Pinned::from_value(Inbox::with_capacity(config.max_in_flight as usize + 8));
+        // Forwarded entries run in driver slots of their own, past the core's.
+        let forward_entries = self.forward_entries.unwrap_or(config.sq_entries).max(1);
+        let inbox = Pinned::from_value(Inbox::with_capacity(
+            config.max_in_flight as usize + forward_entries as usize + 8,
+        ));
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
-        // A lane without slots never takes an entry.
-        let lane_slots = if self.lane {
-            config.max_in_flight as usize
-        } else {
-            0
-        };
-        let driver = SpdkDriver::new(ring_id, slots, &*inbox, lane_slots);
+        // Without the lane for I/O, its slots still carry completions from
+        // other rings (forward returns, messages).
+        let lane_slots = config.max_in_flight as usize;
+        let driver = SpdkDriver::new(
+            ring_id,
+            slots + forward_entries as usize,
+            &*inbox,
+            lane_slots,
+            self.lane,
+        );
+        let forwarding = forward::Forwarding::new(ring_id, forward_entries, slots as u32);
         let ticks_hz = crate::clock::ticks_hz().max(1);
         let wake = thread.interrupt_fd().map(wake::RingFd::new).transpose()?;
         Ok(Ring {
             queue: ManuallyDrop::new(queue),
             driver: ManuallyDrop::new(driver),
             inbox: ManuallyDrop::new(inbox),
+            forwarding: ManuallyDrop::new(forwarding),
             thread,
             ring_id,
             ticks_hz,
@@ -331,6 +368,8 @@ pub struct Ring {
     queue: ManuallyDrop<RingQueue<op::IoOp>>,
     driver: ManuallyDrop<SpdkDriver>,
     inbox: ManuallyDrop<Pinned<Inbox>>,
+    /// Entries forwarded to and from other rings, and messages (`forward`).
+    forwarding: ManuallyDrop<forward::Forwarding>,
     thread: SpdkThread,
     ring_id: u32,
     ticks_hz: u64,
@@ -364,6 +403,7 @@ impl Ring {
             max_in_flight: None,
             max_targets: 16,
             lane: true,
+            forward_entries: None,
         }
     }
 
@@ -535,6 +575,7 @@ impl Ring {
         self.driver.poll_nvme();
         self.driver.poll_blob();
         self.process_events();
+        self.poll_forwarding();
         self.sync_lane();
         if self.queue.has_work() {
             let now = self.clock_for_timers();
@@ -716,6 +757,10 @@ impl Ring {
     #[inline(never)]
     fn drain_inbox(&mut self) -> bool {
         while let Some(index) = self.inbox.done.pop() {
+            if index >= self.forwarding.base {
+                self.forwarded_done(index);
+                continue;
+            }
             let lane_before = self.driver.slots[index as usize].lane_before.get();
             self.admit_lane(lane_before);
             let target = self.driver.slots[index as usize].target.get();
@@ -746,6 +791,15 @@ impl Ring {
                     token,
                     target,
                     result,
+                    ..
+                } if token.index() >= self.forwarding.base => {
+                    self.driver.note_done(target);
+                    self.forwarding.finished(token.index(), result);
+                }
+                Event::Done {
+                    token,
+                    target,
+                    result,
                     lane_before,
                 } => {
                     self.admit_lane(lane_before);
@@ -763,6 +817,7 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        self.close_forwarding();
         let cancelled = self.driver.lane.cancel_queued();
         self.queue.post_outside(cancelled);
         self.queue.cancel_unstarted();
@@ -795,6 +850,7 @@ impl Drop for Ring {
             ManuallyDrop::drop(&mut self.queue);
             ManuallyDrop::drop(&mut self.driver);
             ManuallyDrop::drop(&mut self.inbox);
+            ManuallyDrop::drop(&mut self.forwarding);
         }
     }
 }

@@ -98,6 +98,13 @@ pub(crate) enum IoKind {
         offset_blocks: u64,
     },
     Blob(BlobOp),
+    /// [`MsgRing`](super::opcode::MsgRing): an `Immediate` entry, sent when
+    /// it starts (`msg_ring.rs`).
+    MsgRing {
+        to: super::RingSender,
+        user_data: u64,
+        value: u32,
+    },
 }
 
 /// `io_units` of a blob I/O that covers its whole buffer.

@@ -198,7 +198,7 @@ impl SpdkDriver {
                     sys::spdk_bdev_nvme_admin_passthru(desc, ch, &raw, ptr, len, Some(io_done), ctx)
                 }
             }
-            IoKind::Blob(_) => return failed(libc::EINVAL),
+            IoKind::Blob(_) | IoKind::MsgRing { .. } => return failed(libc::EINVAL),
             IoKind::Raw {
                 ptr,
                 len,

@@ -13,7 +13,7 @@ use super::op::{IoKind, IoOp, NvmeCommand, WHOLE_BUFFER};
 use crate::bdev::{BdevDesc, IoChannel, IoTypes, OpenMode};
 use crate::nvme::NvmeController;
 use crate::pinned::Pinned;
-use crate::queue::{Driver, IoError, NvmeStatus, StartOutcome, TargetId, Token};
+use crate::queue::{Driver, IoError, IoResult, NvmeStatus, StartOutcome, TargetId, Token};
 use spdk_ring_sys as sys;
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::c_void;
@@ -244,6 +244,7 @@ impl SpdkDriver {
         slots: usize,
         inbox: *const Inbox,
         lane_slots: usize,
+        lane_io: bool,
     ) -> SpdkDriver {
         let slots: Pinned<[SlotCtx]> = Pinned::new(
             (0..slots)
@@ -279,7 +280,7 @@ impl SpdkDriver {
         );
         // SAFETY: the inbox outlives the driver; the table never moves.
         unsafe { &*inbox }.sgl_table.set(iovecs.as_ptr());
-        let lane = lane::Lane::new(lane_slots);
+        let lane = lane::Lane::new(lane_slots, lane_io);
         // SAFETY: as above; the lane's counter is pinned with its shared part.
         unsafe { &*inbox }
             .lane_finished
@@ -496,6 +497,17 @@ impl Driver<IoOp> for SpdkDriver {
             return self.start_nvme(token, index, op);
         }
         self.start_bdev(token, index, op)
+    }
+
+    fn run_immediate(&mut self, op: &mut IoOp) -> IoResult {
+        match &op.kind {
+            IoKind::MsgRing {
+                to,
+                user_data,
+                value,
+            } => super::msg_ring::send(to, *user_data, *value),
+            _ => Err(IoError::errno(libc::EINVAL)),
+        }
     }
 
     fn cancel_outside(&mut self, user_data: u64) -> Option<Result<(), ()>> {

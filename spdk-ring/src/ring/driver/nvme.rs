@@ -468,7 +468,7 @@ impl SpdkDriver {
                 }
             }
             IoKind::Reset => return failed(libc::ENOTSUP),
-            IoKind::Blob(_) => return failed(libc::EINVAL),
+            IoKind::Blob(_) | IoKind::MsgRing { .. } => return failed(libc::EINVAL),
         };
         match rc {
             0 => {

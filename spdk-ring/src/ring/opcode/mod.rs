@@ -80,7 +80,7 @@ pub use blob::{
     BlobResize, BlobSyncMetadata, BlobUnmap, BlobWrite, BlobWriteZeroes, BlobWritev,
 };
 pub use block::{Compare, Flush, RawIo, Read, Readv, Reset, Unmap, Write, WriteZeroes, Writev};
-pub use control::{Cancel, LinkTimeout, Nop, Timeout};
+pub use control::{Cancel, LinkTimeout, MsgRing, Nop, Timeout};
 pub use nvme::{
     NvmeAdminRaw, NvmeCompare, NvmeDeallocate, NvmeFlush, NvmeIoRaw, NvmePassthru, NvmeRead,
     NvmeReadv, NvmeWrite, NvmeWriteZeroes, NvmeWritev,

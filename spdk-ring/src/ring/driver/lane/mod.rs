@@ -72,6 +72,10 @@ pub(crate) struct Lane {
     admitted_spdk: u64,
     /// Per registered target, by index.
     targets: Vec<LaneTarget>,
+    /// Whether reads and writes may take the lane (`RingBuilder::lane`);
+    /// without, its slots carry only completions made elsewhere
+    /// ([`Lane::post_completion`]).
+    serves_io: bool,
 }
 
 /// What the lane needs of a target, worked out when the target changes
@@ -160,7 +164,7 @@ impl LaneIo {
 }
 
 impl Lane {
-    pub(crate) fn new(slots: usize) -> Lane {
+    pub(crate) fn new(slots: usize, serves_io: bool) -> Lane {
         let shared = Pinned::from_value(LaneShared {
             done: SlotQueue::new(),
             base: Cell::new(null()),
@@ -192,6 +196,7 @@ impl Lane {
             admitted_last: null(),
             admitted_spdk: 0,
             targets: Vec::new(),
+            serves_io,
         };
         lane.shared.base.set(lane.slots.as_ptr());
         // Lowest index on top, so a lightly loaded lane reuses few lines.
@@ -208,7 +213,11 @@ impl Lane {
         if self.targets.len() <= index {
             self.targets.resize(index + 1, LaneTarget::NOT_SERVED);
         }
-        self.targets[index] = LaneTarget::of(t);
+        self.targets[index] = if self.serves_io {
+            LaneTarget::of(t)
+        } else {
+            LaneTarget::NOT_SERVED
+        };
     }
 
     /// Bytes preallocated per lane slot: the slot and its failure status.
@@ -400,6 +409,37 @@ impl Lane {
         self.admitted_last = slot;
     }
 
+    /// A completion made outside SPDK's callbacks (a forwarded entry's
+    /// return, a message from another ring) in a free slot, admitted at
+    /// once like [`Lane::finish_now`]: the caller posts it to the core
+    /// (`RingQueue::post_outside`), so it shares the CQ's bound, overflow
+    /// flag and order. Hands `buf` back when no slot is free.
+    pub(crate) fn post_completion(
+        &mut self,
+        user_data: u64,
+        result: Result<u64, IoError>,
+        buf: Option<DmaBuf>,
+    ) -> Result<(), Option<DmaBuf>> {
+        let Some(slot) = self.pop_free() else {
+            return Err(buf);
+        };
+        slot.buf.set(buf);
+        slot.user_data.set(user_data);
+        let index = self.shared.index_of(slot);
+        match result {
+            // Bytes and message values stay far below i64::MAX.
+            Ok(value) => slot.amount.set(i64::try_from(value).unwrap_or(i64::MAX)),
+            Err(e) => {
+                let errno = if e.errno == 0 { libc::EIO } else { e.errno };
+                slot.amount.set(-i64::from(errno));
+                self.shared.nvme[index].set(e.nvme);
+            }
+        }
+        self.shared.done.insert_after(self.admitted_last, slot);
+        self.admitted_last = slot;
+        Ok(())
+    }
+
     /// Pops the admitted front slot: its buffer (if not taken) drops, the
     /// slot is free again.
     #[inline(always)]
@@ -578,7 +618,7 @@ mod tests {
 
     #[test]
     fn the_free_stack_hands_out_every_slot_once_lowest_first() {
-        let lane = Lane::new(4);
+        let lane = Lane::new(4, true);
         let taken: Vec<usize> = std::iter::from_fn(|| lane.pop_free())
             .map(|s| lane.shared.index_of(s))
             .collect();
@@ -591,7 +631,7 @@ mod tests {
 
     #[test]
     fn slot_queues_are_fifo_through_empty_and_refill() {
-        let lane = Lane::new(4);
+        let lane = Lane::new(4, true);
         let q = SlotQueue::new();
         assert_eq!(q.front(), None);
         for i in [3, 0, 2] {
@@ -611,7 +651,7 @@ mod tests {
 
     #[test]
     fn a_slot_reports_bytes_or_its_errno() {
-        let mut lane = Lane::new(2);
+        let mut lane = Lane::new(2, true);
         let slot = NonNull::from(&lane.slots[1]);
         lane.slots[1].user_data.set(7);
         lane.slots[1].amount.set(4096);
