@@ -518,3 +518,95 @@ fn interrupt_nvme_tcp_namespace_completes_through_the_rings_timed_poll() {
     drop(ctrlr);
     drop(thread);
 }
+
+/// Another thread's forwarded entry, and its `MsgRing` message, make an
+/// idle interrupt-mode ring's fd readable: the loop sleeping on it wakes,
+/// runs the entry, and the forwarding ring gets the completion back.
+#[cfg(spdk)]
+#[test]
+fn interrupt_forward_and_msg_ring_wake_an_idle_target_ring() {
+    use spdk_ring::{ForwardEntry, MsgRing};
+    use std::sync::mpsc::channel;
+    let _serial = start();
+    let mut rig = rig("Aio0", "interrupt-forward-target");
+    let (ring, target) = (&mut rig.ring, rig.target);
+    let epoll = Epoll::new(ring);
+    assert!(
+        !readable(ring.fd().unwrap(), Duration::from_millis(100)),
+        "the target ring starts idle"
+    );
+
+    let sender = ring.sender();
+    let (go_tx, go_rx) = channel::<()>();
+    let (back_tx, back_rx) = channel::<(u64, i64, Vec<u8>)>();
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 13 + 5) as u8).collect();
+    let data = pattern.clone();
+    let forwarder = SpdkThread::spawn("interrupt-forwarder", move |_| {
+        let mut ring = Ring::new(8).unwrap();
+        go_rx.recv().unwrap();
+        let entry = ForwardEntry::from(opcode::Write::new(
+            target,
+            DmaBuf::from_slice(&data).unwrap(),
+            6,
+        ));
+        ring.forward(&sender, entry.user_data(41)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(Instant::now() < deadline, "the forwarded write came back");
+            ring.poll();
+            if let Some(mut c) = ring.next_completion() {
+                let result = c.result().map_or_else(|e| -(e.errno().0 as i64), |n| n as i64);
+                let buf = c.take_buf().unwrap();
+                back_tx.send((c.user_data(), result, buf.as_slice().to_vec())).unwrap();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Then a message, once the target is idle again.
+        go_rx.recv().unwrap();
+        let msg = MsgRing::new(77, 1234).skip_success(true);
+        ring.msg_ring(&sender, msg).unwrap();
+    })
+    .unwrap();
+
+    // The write: the loop sleeps until the other thread forwards it.
+    go_tx.send(()).unwrap();
+    assert!(
+        epoll.wait(Some(Duration::from_secs(5))),
+        "a forwarded entry wakes the sleeping loop"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (user_data, result, written) = loop {
+        assert!(Instant::now() < deadline, "the write did not come back");
+        ring.poll();
+        if let Ok(back) = back_rx.try_recv() {
+            break back;
+        }
+        epoll.wait(Some(Duration::from_millis(10)));
+    };
+    assert_eq!((user_data, result), (41, 4096));
+    assert_eq!(written, pattern, "the buffer travels back with the completion");
+    ring.poll();
+    assert!(
+        !readable(ring.fd().unwrap(), Duration::from_millis(100)),
+        "idle again once the forwarded entry is done"
+    );
+
+    // The message: it lands in this ring's CQ, which wakes the loop.
+    go_tx.send(()).unwrap();
+    let (done, wakes, _) = epoll_until(ring, &epoll, 1, Duration::from_secs(5));
+    assert_eq!(done, vec![(77, 1234)]);
+    assert!(wakes >= 1, "the message woke the loop");
+    forwarder.join().unwrap();
+
+    // What the other thread wrote is on the bdev.
+    ring.push(
+        opcode::Read::new(target, DmaBuf::alloc(4096, 4096).unwrap(), 6)
+            .build()
+            .user_data(42),
+    )
+    .unwrap();
+    let (done, _, mut bufs) = epoll_until(ring, &epoll, 1, Duration::from_secs(5));
+    assert_eq!(done, vec![(42, 4096)]);
+    assert_eq!(bufs.pop().unwrap().as_slice(), &pattern[..]);
+}

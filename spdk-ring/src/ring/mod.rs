@@ -338,9 +338,10 @@ impl RingBuilder {
             lane_slots,
             self.lane,
         );
-        let forwarding = forward::Forwarding::new(ring_id, forward_entries, slots as u32);
         let ticks_hz = crate::clock::ticks_hz().max(1);
         let wake = thread.interrupt_fd().map(wake::RingFd::new).transpose()?;
+        let waker = wake.as_ref().map(|w| w.waker());
+        let forwarding = forward::Forwarding::new(ring_id, forward_entries, slots as u32, waker);
         Ok(Ring {
             queue: ManuallyDrop::new(queue),
             driver: ManuallyDrop::new(driver),

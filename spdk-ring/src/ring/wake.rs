@@ -66,8 +66,9 @@ enum TimerState {
 }
 
 /// Makes a ring's fd readable from any OS thread (`Send + Sync`), so that
-/// a loop sleeping on it calls `poll`. Used by nothing yet: it is the hook
-/// for cross-thread submission, whose `poll` consumes the wake before it
+/// a loop sleeping on it calls `poll`: what other rings' forwarded entries,
+/// returned completions and messages use (`forward/mod.rs`,
+/// `Shared::notify_target`). The ring's `poll` consumes the wake before it
 /// looks for the work the waker left.
 pub(crate) struct RingWaker {
     remote: OwnedFd,
@@ -79,7 +80,6 @@ pub(crate) struct RingWaker {
 impl RingWaker {
     /// Wakes the ring: its fd is readable until its next `poll` has run.
     /// Leave the work where that poll looks before calling this.
-    #[allow(dead_code)] // the hook for cross-thread submission (see above)
     pub(crate) fn wake(&self) {
         eventfd_signal(self.remote.as_fd());
         // Stored after the write: a poll that clears the flag then reads
@@ -96,6 +96,11 @@ impl RingWaker {
 }
 
 impl RingFd {
+    /// What other threads wake this ring's fd with.
+    pub(crate) fn waker(&self) -> Arc<RingWaker> {
+        self.waker.clone()
+    }
+
     /// The epoll set over the SPDK thread's fd and the ring's own fds.
     pub(crate) fn new(thread_fd: BorrowedFd<'_>) -> Result<Box<RingFd>> {
         // SAFETY: plain syscalls creating new fds, each owned at once.
@@ -241,14 +246,6 @@ impl Ring {
         next
     }
 
-    /// A `Send + Sync` way for another OS thread to make this ring's fd
-    /// readable (interrupt mode only). The hook for cross-thread
-    /// submission; nothing uses it yet.
-    #[allow(dead_code)]
-    pub(crate) fn waker(&self) -> Option<Arc<RingWaker>> {
-        self.wake.as_ref().map(|w| w.waker.clone())
-    }
-
     /// `push` into a quiet ring (always through the core: a quiet fd keeps
     /// `core_idle` false): the entry waits for `poll`, so the fd must say so.
     #[cold]
@@ -288,7 +285,9 @@ impl Ring {
         // Entries still in the SQ after a submit wait for room that an
         // in-flight completion (an event on the thread's fd) makes; with
         // nothing in flight, nothing would wake the loop for them.
-        let busy = self.cq_len() > 0 || (self.sq_len() > 0 && self.in_flight() == 0);
+        let busy = self.cq_len() > 0
+            || (self.sq_len() > 0 && self.in_flight() == 0)
+            || self.forwarding.has_leftover();
         let timer = match self.driver.nvme_poll_need() {
             NvmePollNeed::InFlight => TimerState::Every(NVME_INTERRUPT_POLL_PERIOD),
             need => match self.queue.next_deadline() {
@@ -326,7 +325,7 @@ impl Ring {
     /// next poll).
     #[inline(never)]
     pub(super) fn quiet_fd_if_drained(&mut self) {
-        if !self.fd_quiet && self.sq_len() == 0 {
+        if !self.fd_quiet && self.sq_len() == 0 && !self.forwarding.has_leftover() {
             if let Some(w) = &self.wake {
                 eventfd_clear(w.work.as_fd());
                 self.fd_quiet = true;

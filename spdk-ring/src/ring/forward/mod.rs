@@ -44,6 +44,7 @@
 mod run;
 
 use super::op::IoOp;
+use super::wake::RingWaker;
 use super::{opcode, Entry, Ring};
 use crate::dma::DmaBuf;
 use crate::queue::{EntryKind, IoError, IoResult, Mailbox, Refused, Sent, TargetId};
@@ -211,11 +212,14 @@ pub(super) struct Shared {
     doorbell: Doorbell,
     /// More completions were ready than the CQ holds at the ring's last poll.
     pub(super) overflowing: AtomicBool,
+    /// Interrupt mode: makes the ring's fd readable (`wake.rs`).
+    waker: Option<Arc<RingWaker>>,
 }
 
 impl Shared {
-    fn new(ring_id: u32, capacity: usize) -> Shared {
+    fn new(ring_id: u32, capacity: usize, waker: Option<Arc<RingWaker>>) -> Shared {
         Shared {
+            waker,
             ring_id,
             inbox: Mailbox::new(capacity),
             returns: Mailbox::new(capacity),
@@ -225,16 +229,21 @@ impl Shared {
         }
     }
 
-    /// Tells the ring that something arrived in one of its mailboxes.
-    /// Every producer-side notification goes through here, so this is where
-    /// the wake-up of a ring in interrupt mode (making its fd readable)
-    /// belongs once rings have one; today a ring finds the bell in `poll`.
+    /// Tells the ring that something arrived in one of its mailboxes:
+    /// rings the doorbell its `poll` answers and, in interrupt mode, makes
+    /// its fd readable so that a loop sleeping on it calls that `poll`.
+    /// Every producer-side notification goes through here.
     #[inline]
     pub(super) fn notify_target(&self) {
         // A bell already rung is left alone: producers sending a burst
-        // write its line once per poll of the ring, not once per entry.
+        // write its line once per poll of the ring, not once per entry; the
+        // producer that rang it wakes the fd (after ringing, so the poll
+        // that consumes the wake finds the bell).
         if !self.doorbell.0.load(Ordering::Relaxed) {
             self.doorbell.0.store(true, Ordering::Release);
+            if let Some(waker) = &self.waker {
+                waker.wake();
+            }
         }
     }
 
@@ -324,12 +333,24 @@ pub(super) struct Forwarding {
 }
 
 impl Forwarding {
+    /// Whether the last poll left forwarded entries, returns or messages
+    /// for a later one (no room this time): the ring has work without a
+    /// new wake, so its fd must stay readable.
+    pub(super) fn has_leftover(&self) -> bool {
+        self.leftover
+    }
+
     /// `capacity` entries in each direction; forwarded entries use the
     /// driver slots from `base` on.
-    pub(super) fn new(ring_id: u32, capacity: u32, base: u32) -> Forwarding {
+    pub(super) fn new(
+        ring_id: u32,
+        capacity: u32,
+        base: u32,
+        waker: Option<Arc<RingWaker>>,
+    ) -> Forwarding {
         let n = capacity as usize;
         Forwarding {
-            shared: Arc::new(Shared::new(ring_id, n)),
+            shared: Arc::new(Shared::new(ring_id, n, waker)),
             base,
             running: (0..n).map(|_| None).collect(),
             free: (0..capacity).rev().collect(),
