@@ -427,6 +427,25 @@ mod load {
             let (bad, (next, _)) = futures::join!(linked_bad, next);
             assert_eq!(bad.errno(), Some(Errno::EINVAL));
             assert_eq!(next, Ok(512));
+            // SKIP_SUCCESS is cleared too: a future resolves on its
+            // completion, alone or in a chain (bounded, so a regression
+            // fails instead of hanging).
+            let skip = spdk_ring::EntryFlags::SKIP_SUCCESS;
+            let alone = ring.submit(opcode::Nop::new().build().flags(skip));
+            let done = ring.timeout(std::time::Duration::from_secs(5), alone).await;
+            assert_eq!(
+                done.expect("a SKIP_SUCCESS entry still completes").result(),
+                Ok(0)
+            );
+            let chain = ring.submit_linked([
+                opcode::Nop::new().build().flags(skip),
+                opcode::Nop::new().build().flags(skip),
+            ]);
+            let [first, second] = ring
+                .timeout(std::time::Duration::from_secs(5), chain)
+                .await
+                .expect("SKIP_SUCCESS members of a chain still complete");
+            assert_eq!((first.result(), second.result()), (Ok(0), Ok(0)));
         });
         r.finish();
     }

@@ -525,7 +525,7 @@ fn interrupt_nvme_tcp_namespace_completes_through_the_rings_timed_poll() {
 #[cfg(spdk)]
 #[test]
 fn interrupt_forward_and_msg_ring_wake_an_idle_target_ring() {
-    use spdk_ring::{ForwardEntry, MsgRing};
+    use spdk_ring::{EntryFlags, ForwardEntry};
     use std::sync::mpsc::channel;
     let _serial = start();
     let mut rig = rig("Aio0", "interrupt-forward-target");
@@ -555,17 +555,27 @@ fn interrupt_forward_and_msg_ring_wake_an_idle_target_ring() {
             assert!(Instant::now() < deadline, "the forwarded write came back");
             ring.poll();
             if let Some(mut c) = ring.next_completion() {
-                let result = c.result().map_or_else(|e| -(e.errno().0 as i64), |n| n as i64);
+                let result = c
+                    .result()
+                    .map_or_else(|e| -(e.errno().0 as i64), |n| n as i64);
                 let buf = c.take_buf().unwrap();
-                back_tx.send((c.user_data(), result, buf.as_slice().to_vec())).unwrap();
+                back_tx
+                    .send((c.user_data(), result, buf.as_slice().to_vec()))
+                    .unwrap();
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         // Then a message, once the target is idle again.
         go_rx.recv().unwrap();
-        let msg = MsgRing::new(77, 1234).skip_success(true);
-        ring.msg_ring(&sender, msg).unwrap();
+        let msg = opcode::MsgRing::new(&sender, 77, 1234).build();
+        ring.push(msg.flags(EntryFlags::SKIP_SUCCESS)).unwrap();
+        ring.poll();
+        assert_eq!(ring.sq_len(), 0, "the message left with the poll");
+        assert!(
+            ring.next_completion().is_none(),
+            "a message sent with SKIP_SUCCESS posts nothing on success"
+        );
     })
     .unwrap();
 
@@ -585,7 +595,10 @@ fn interrupt_forward_and_msg_ring_wake_an_idle_target_ring() {
         epoll.wait(Some(Duration::from_millis(10)));
     };
     assert_eq!((user_data, result), (41, 4096));
-    assert_eq!(written, pattern, "the buffer travels back with the completion");
+    assert_eq!(
+        written, pattern,
+        "the buffer travels back with the completion"
+    );
     ring.poll();
     assert!(
         !readable(ring.fd().unwrap(), Duration::from_millis(100)),

@@ -291,9 +291,10 @@ macro_rules! env_setters {
         /// whose pollers run on every poll (null, malloc) keep that fd
         /// readable; see the ring's
         /// [event-loop docs](crate::ring#embedding-in-an-event-loop).
-        /// Tested with [`SpdkRuntime`](crate::SpdkRuntime); on
-        /// [`SpdkApp`](crate::SpdkApp) it sets SPDK's own
-        /// `spdk_app_opts.interrupt_mode`, not yet verified with a ring.
+        /// For [`SpdkRuntime`](crate::SpdkRuntime) and `SpdkEnv`;
+        /// [`SpdkApp`](crate::SpdkApp) refuses it (`InvalidArgument`): a ring
+        /// on an app thread in interrupt mode hung in testing, and is not
+        /// supported yet.
         pub fn interrupt_mode(mut self, yes: bool) -> Self {
             self$($field)*.interrupt_mode = yes;
             self

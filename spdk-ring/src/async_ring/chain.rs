@@ -30,7 +30,8 @@ impl<const N: usize> SubmitLinked<N> {
         let mut position = 0;
         let entries = entries.map(|entry| {
             position += 1;
-            let flags = entry.get_flags();
+            // Every member's completion is awaited: no SKIP_SUCCESS.
+            let flags = entry.get_flags().difference(EntryFlags::SKIP_SUCCESS);
             if position < N {
                 entry.flags(flags | EntryFlags::LINK)
             } else {

@@ -63,7 +63,8 @@
 //! The handle owns the ring: every entry on it is the layer's, so no
 //! completion can go to the wrong API. The layer sets each entry's
 //! `user_data` (a slot index and generation, see below), replacing the
-//! caller's, and clears `LINK` on a single [`submit`](AsyncRing::submit):
+//! caller's, clears `SKIP_SUCCESS` (a future needs its completion), and
+//! clears `LINK` on a single [`submit`](AsyncRing::submit):
 //! chains go through [`submit_linked`](AsyncRing::submit_linked), which
 //! pushes all members at once. Targets are registered through the handle
 //! (or on the ring before it is wrapped). [`AsyncRing::into_inner`] gives
@@ -151,7 +152,11 @@ impl State {
     /// Pushes `entry` under a fresh op; hands it back if the SQ is full.
     fn try_push(&mut self, entry: Entry) -> std::result::Result<OpId, Entry> {
         let id = self.ops.take();
-        let flags = entry.get_flags().difference(crate::EntryFlags::LINK);
+        // A future resolves on its completion: SKIP_SUCCESS would leave it
+        // waiting for ever.
+        let flags = entry
+            .get_flags()
+            .difference(crate::EntryFlags::LINK | crate::EntryFlags::SKIP_SUCCESS);
         match self.ring.push(entry.flags(flags).user_data(id.user_data())) {
             Ok(()) => Ok(id),
             Err(full) => {
@@ -242,8 +247,8 @@ impl AsyncRing {
 
     /// Pushes `entry` (when the SQ has room) and resolves to its completion,
     /// with its buffers. Works for every entry family: bdev, NVMe, blob
-    /// data and metadata, control. `user_data` is the layer's; `LINK` is
-    /// cleared (see [`submit_linked`](Self::submit_linked)).
+    /// data and metadata, control. `user_data` is the layer's; `LINK` and
+    /// `SKIP_SUCCESS` are cleared (see [`submit_linked`](Self::submit_linked)).
     pub fn submit(&self, entry: Entry) -> Submit {
         Submit::new(self.shared.clone(), entry)
     }
