@@ -14,29 +14,10 @@ fn main() {
 
 #[cfg(spdk)]
 fn main() {
-    use criterion::{BenchmarkId, Criterion, Throughput};
-    use spdk_ring::{BdevDesc, JsonConfig, LogLevel, OpenMode, SpdkRuntime};
-    use std::time::Duration;
+    use criterion::{BenchmarkId, Throughput};
 
-    let rt = SpdkRuntime::builder()
-        .name("bench_ring_null")
-        .no_huge(true)
-        .mem_size_mb(1024)
-        .log_level(LogLevel::Error)
-        .json_config(
-            JsonConfig::new()
-                .null_bdev("Null0", 1 << 20, 4096)
-                .to_json(),
-        )
-        .build()
-        .expect("SPDK starts in no-huge mode");
-    let desc = BdevDesc::open("Null0", OpenMode::ReadOnly).expect("Null0 exists");
-
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20)
-        .configure_from_args();
+    let (rt, desc) = null_bench::start("bench_ring_null");
+    let mut c = null_bench::criterion();
     let mut group = c.benchmark_group("null_4k_read");
     for depth in [1usize, 8, 32, 128] {
         group.throughput(Throughput::Elements(1));
@@ -83,6 +64,10 @@ fn print_ring_cost(rt: &spdk_ring::SpdkRuntime, desc: &spdk_ring::BdevDesc) {
 #[cfg(spdk)]
 #[path = "common/ring_job.rs"]
 mod ring_job;
+
+#[cfg(spdk)]
+#[path = "common/null_bench.rs"]
+mod null_bench;
 
 /// The floor: `spdk_bdev_read_blocks` with a callback that resubmits.
 #[cfg(spdk)]
