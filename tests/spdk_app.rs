@@ -80,3 +80,24 @@ fn app_framework_runs_start_callback_with_configured_bdevs_and_shuts_down() {
         "the environment is finished once run returned and the last buffer is gone"
     );
 }
+
+/// Interrupt mode is refused by the app framework (a ring on an app thread
+/// in interrupt mode hung in testing): a clear error, before SPDK starts,
+/// and the start callback never runs.
+#[cfg(spdk)]
+#[test]
+fn app_framework_refuses_interrupt_mode_before_starting_spdk() {
+    use spdk_ring::{Error, SpdkApp};
+    let result = SpdkApp::builder()
+        .name("spdk_ring_app_interrupt_refused")
+        .no_huge(true)
+        .mem_size_mb(256)
+        .interrupt_mode(true)
+        .run(|_| panic!("the start callback must not run"));
+    match result {
+        Err(Error::InvalidArgument(message)) => {
+            assert!(message.contains("interrupt mode"), "{message}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
