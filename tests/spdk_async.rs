@@ -72,18 +72,6 @@ mod support {
         );
     }
 
-    /// A pattern unique to (seed, byte index).
-    pub fn pattern(len: usize, seed: u64) -> DmaBuf {
-        let mut buf = DmaBuf::alloc(len, 0).unwrap();
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = ((i as u64)
-                .wrapping_mul(31)
-                .wrapping_add(seed.wrapping_mul(131))
-                % 251) as u8;
-        }
-        buf
-    }
-
     pub fn zeroed(len: usize) -> DmaBuf {
         DmaBuf::alloc_zeroed(len, 0).unwrap()
     }

@@ -246,3 +246,16 @@ pub fn raw_io(
     }
     Ok(slot.get().unwrap())
 }
+
+/// A DMA buffer of `len` bytes holding a pattern unique to (seed, byte
+/// index), so a read back proves which write it came from.
+pub fn pattern(len: usize, seed: u64) -> DmaBuf {
+    let mut buf = DmaBuf::alloc(len, 0).unwrap();
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = ((i as u64)
+            .wrapping_mul(31)
+            .wrapping_add(seed.wrapping_mul(131))
+            % 251) as u8;
+    }
+    buf
+}

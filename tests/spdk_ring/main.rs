@@ -76,18 +76,6 @@ mod support {
         );
     }
 
-    /// Pattern unique to (seed, byte index).
-    pub fn pattern(len: usize, seed: u64) -> DmaBuf {
-        let mut buf = DmaBuf::alloc(len, 0).unwrap();
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = ((i as u64)
-                .wrapping_mul(31)
-                .wrapping_add(seed.wrapping_mul(131))
-                % 251) as u8;
-        }
-        buf
-    }
-
     impl Rig {
         /// Pushes one entry, waits for its completion and returns it.
         pub fn run(&mut self, entry: spdk_ring::Entry) -> Completion {
