@@ -107,7 +107,8 @@ fn steady_state_io_allocates_nothing() {
 }
 
 /// The async path allocates nothing per I/O either: 128 000 reads from 32
-/// tasks on `LocalPool` (with `drive`), then 100 000 through `block_on`.
+/// tasks on `LocalPool` (with `drive`), 100 000 through `block_on`, and
+/// 128 000 from 32 tasks spawned on the handle's own executor.
 #[cfg(all(spdk, feature = "futures"))]
 #[test]
 fn async_steady_state_io_allocates_nothing() {
@@ -210,6 +211,40 @@ fn async_steady_state_io_allocates_nothing() {
         allocated, 0,
         "{allocated} heap allocations during {counted} async I/Os under block_on"
     );
+
+    // The handle's executor: 32 readers spawned (one allocation each, not
+    // counted), run by block_on.
+    let (done, stop) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(false)));
+    let readers: Vec<_> = (0..32)
+        .map(|_| ring.spawn(reader(ring.clone(), t, done.clone(), stop.clone())))
+        .collect();
+    let run_spawned = |n: u64| {
+        let target = done.get() + n;
+        ring.block_on(std::future::poll_fn(|cx| {
+            if done.get() >= target {
+                Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }));
+    };
+    run_spawned(20_000);
+    COUNT_HERE.with(|c| c.set(true));
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let first = done.get();
+    run_spawned(128_000);
+    let counted = done.get() - first;
+    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    COUNT_HERE.with(|c| c.set(false));
+    assert!(counted >= 128_000);
+    assert_eq!(
+        allocated, 0,
+        "{allocated} heap allocations during {counted} async I/Os on spawned tasks"
+    );
+    stop.set(true);
+    ring.block_on(futures::future::join_all(readers));
+    assert_eq!(ring.tasks(), 0);
     assert_eq!(ring.stats().stale, 0);
     drop(ring);
     drop(desc);

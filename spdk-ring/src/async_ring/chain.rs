@@ -50,9 +50,11 @@ impl<const N: usize> Future for SubmitLinked<N> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<[Completion; N]> {
         let this = self.get_mut();
-        let mut state = this.shared.borrow_mut();
+        let inner = &*this.shared;
+        let mut state = inner.borrow_mut();
         let (ids, mut done) = match std::mem::replace(&mut this.stage, Stage::Done) {
-            Stage::Unpushed(entries) => match state.try_push_all(entries) {
+            Stage::Unpushed(entries) => match state.try_push_all(entries, cx.waker(), &inner.tasks)
+            {
                 Ok(ids) => (ids, std::array::from_fn(|_| None)),
                 Err(entries) => {
                     state.wait_for_sq_room(cx.waker());
@@ -66,7 +68,9 @@ impl<const N: usize> Future for SubmitLinked<N> {
         let mut all = true;
         for (id, slot) in ids.iter().zip(done.iter_mut()) {
             if slot.is_none() {
-                *slot = state.ops.poll_op(*id, cx.waker());
+                *slot = state
+                    .ops
+                    .poll_op_with(*id, cx.waker(), &inner.tasks, |done| done.into_completion());
                 all &= slot.is_some();
             }
         }

@@ -3,14 +3,10 @@
 //! application's tasks on any executor, and `block_on` runs one future
 //! to completion between rounds, with no executor at all.
 
-use super::ops::Recorded;
 use super::Shared;
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 /// One round: pushes queued cancels, polls the ring (submit, SPDK's
 /// thread, completions), records every completion and, with the state
@@ -20,13 +16,19 @@ pub(super) fn drive_once(shared: &Shared) -> usize {
     let (one, mut many, recorded) = {
         let mut guard = shared.borrow_mut();
         let state = &mut *guard;
-        state.push_queued_cancels();
+        if !state.cancels.is_empty() {
+            state.push_queued_cancels();
+        }
+        if !state.unpushed.is_empty() {
+            state.push_unpushed();
+        }
         state.ring.poll();
         let mut recorded = 0;
-        // In place (`reap`): each completion is copied once, into its op's slot.
+        // In place (`reap`): each completion is copied once, into its op's
+        // slot. The handle's own tasks are woken here, others after.
         while let Some(done) = state.ring.reap() {
             recorded += 1;
-            if let Recorded::Wake(waker) = state.ops.record(done) {
+            if let Some(waker) = state.ops.record(done, &shared.tasks) {
                 state.to_wake.push(waker);
             }
         }
@@ -80,53 +82,20 @@ impl Future for Drive {
     }
 }
 
-/// Whether `block_on`'s future was woken since it was last polled.
-struct WokenFlag(AtomicBool);
-
-impl Wake for WokenFlag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::Release);
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-thread_local! {
-    /// One flag per thread, made by its first `block_on`: later calls
-    /// only clone it, so `block_on` allocates nothing after the first.
-    static WOKEN: Arc<WokenFlag> = Arc::new(WokenFlag(AtomicBool::new(false)));
-    static IN_BLOCK_ON: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Clears the nesting mark even when the future panics.
-struct NotBlocking;
-
-impl Drop for NotBlocking {
-    fn drop(&mut self) {
-        IN_BLOCK_ON.with(|b| b.set(false));
-    }
-}
-
 pub(super) fn block_on<F: Future>(shared: &Shared, future: F) -> F::Output {
-    assert!(
-        !IN_BLOCK_ON.with(|b| b.replace(true)),
-        "spdk-ring: AsyncRing::block_on called inside block_on on the same thread"
-    );
-    let _reset = NotBlocking;
-    let flag = WOKEN.with(Arc::clone);
-    let waker = Waker::from(Arc::clone(&flag));
-    let mut cx = Context::from_waker(&waker);
+    let tasks = &shared.tasks;
+    let _running = tasks.enter();
     let mut future = std::pin::pin!(future);
-    flag.0.store(true, Ordering::Relaxed);
+    tasks.wake_main();
     loop {
         // Poll only when woken: a join of many ops costs nothing on
         // rounds that completed none of them.
-        if flag.0.swap(false, Ordering::Acquire) {
-            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+        if tasks.take_main_woken() {
+            if let Poll::Ready(output) = tasks.poll_main(future.as_mut()) {
                 return output;
             }
         }
+        tasks.run_ready();
         drive_once(shared);
     }
 }

@@ -3,15 +3,17 @@
 //! failure alike, in the manner of tokio-uring. Each is [`AsyncRing::submit`]
 //! of the entry its name says.
 
+use super::ops::OpDone;
 use super::submit::SubmitTaking;
 use super::AsyncRing;
 use crate::blob::Blob;
 use crate::dma::DmaBuf;
-use crate::ring::{opcode, Completion, Entry, IoFailure, Target};
+use crate::ring::{opcode, Entry, IoFailure, Target};
 use std::future::Future;
 
 /// The completion's result and its single buffer.
-fn with_buf(done: &mut Completion) -> (Result<u64, IoFailure>, DmaBuf) {
+#[inline]
+fn with_buf(mut done: OpDone<'_>) -> (Result<u64, IoFailure>, DmaBuf) {
     let buf = done
         .take_buf()
         .expect("single-buffer entries hand their buffer back");
@@ -19,12 +21,13 @@ fn with_buf(done: &mut Completion) -> (Result<u64, IoFailure>, DmaBuf) {
 }
 
 /// The completion's result and its buffers.
-fn with_bufs(done: &mut Completion) -> (Result<u64, IoFailure>, Vec<DmaBuf>) {
+fn with_bufs(mut done: OpDone<'_>) -> (Result<u64, IoFailure>, Vec<DmaBuf>) {
     let bufs = done.take_bufs();
     (done.result(), bufs)
 }
 
 impl AsyncRing {
+    #[inline(always)]
     fn submit_buf(&self, entry: Entry) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
         SubmitTaking::new(self.submit(entry), with_buf)
     }
@@ -37,6 +40,7 @@ impl AsyncRing {
     }
 
     /// Reads `buf.len()` bytes at block `offset_blocks` of a bdev.
+    #[inline]
     pub fn read(
         &self,
         target: Target,
@@ -47,6 +51,7 @@ impl AsyncRing {
     }
 
     /// Writes `buf` at block `offset_blocks` of a bdev.
+    #[inline]
     pub fn write(
         &self,
         target: Target,
@@ -84,7 +89,7 @@ impl AsyncRing {
         num_blocks: u64,
     ) -> impl Future<Output = Result<u64, IoFailure>> {
         let op = self.submit(opcode::Flush::new(target, offset_blocks, num_blocks).build());
-        SubmitTaking::new(op, |done: &mut Completion| done.result())
+        SubmitTaking::new(op, |done: OpDone<'_>| done.result())
     }
 
     /// Reads at `slba` of an NVMe namespace target (register it with

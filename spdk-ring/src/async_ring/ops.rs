@@ -1,6 +1,7 @@
-//! The per-op table: one slot per entry the async layer has pushed, from
-//! its push until its completion has been handed to its future (or, for a
-//! dropped future, until the completion came and was discarded).
+//! The per-op table: one slot per entry the async layer took, from the
+//! moment its future was made until its completion has been handed to the
+//! future (or, for a dropped future, until the completion came and was
+//! discarded).
 //!
 //! An entry's `user_data` names its slot: the index in the low 32 bits,
 //! the slot's generation in the high 32. A slot's generation changes every
@@ -8,18 +9,26 @@
 //! pushed for: a late one whose slot moved on is counted as stale and
 //! discarded, never handed to a newer future.
 //!
-//! The lifecycle, as in io_uring runtimes:
+//! The lifecycle, as in io_uring runtimes (the waiter, a task or a waker,
+//! is recorded whenever the future is polled before its completion came):
 //!
 //! ```text
-//!  Free ──push──▶ Submitted ──poll──▶ Waiting(waker) ──completion──▶ Completed ──poll──▶ Free
-//!                     │                    │                                  │
-//!                     └──── future dropped ┴──▶ Ignored ──completion──▶ Free   └─ dropped ─▶ Free
+//!  Free ──made──▶ InRing ──completion──▶ Completed ──polled──▶ Free
+//!   │               │                        └───── dropped ──▶ Free
+//!   │               └── dropped ──▶ Ignored ──completion──▶ Free
+//!   └──made, SQ full──▶ Unpushed ──room──▶ InRing
+//!                         └── dropped ──▶ Withdrawn ──its turn to push──▶ Free
 //! ```
 //!
-//! The table grows to the most ops ever in the ring at once and then
-//! reuses its slots: steady state allocates nothing.
+//! A completion is kept in parts: the result, the flags and the one buffer
+//! a lane completion carries; any other completion whole. The table grows
+//! to the most ops ever live at once and then reuses its slots: steady
+//! state allocates nothing.
 
-use crate::ring::{Completion, CompletionRef};
+use super::tasks::{TaskRef, Tasks};
+use crate::dma::DmaBuf;
+use crate::queue::{self, CompletionFlags};
+use crate::ring::{Completion, CompletionRef, IoFailure};
 use std::task::Waker;
 
 /// `user_data` of the adapter's own `Cancel` entries: their completions
@@ -34,10 +43,12 @@ pub(crate) struct OpId {
 }
 
 impl OpId {
+    #[inline]
     pub(crate) fn user_data(self) -> u64 {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
+    #[inline]
     fn from_user_data(user_data: u64) -> OpId {
         OpId {
             index: user_data as u32,
@@ -46,23 +57,110 @@ impl OpId {
     }
 }
 
-enum OpState {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
     Free,
-    /// Pushed; its future has not asked for it since.
-    Submitted,
-    /// Pushed; the future waits with this waker.
-    Waiting(Waker),
-    /// The completion came; the future has not taken it yet.
-    Completed(Completion),
+    /// Made while the SQ was full: the entry waits in the handle's queue.
+    Unpushed,
+    /// Dropped while unpushed: the entry is dropped when its turn comes.
+    Withdrawn,
+    InRing,
+    /// The completion came and waits in the slot for its future.
+    Completed,
     /// The future was dropped while the entry was in the ring: the
     /// completion is discarded when it comes, and only then is the slot free.
     Ignored,
 }
 
+/// Who is woken when an op's completion comes.
+pub(crate) enum Waiter {
+    Nobody,
+    /// A task of the handle's own executor, woken by index: no waker call.
+    Task(TaskRef),
+    /// Any other waker (another executor's, a combinator's).
+    Waker(Waker),
+}
+
+impl Waiter {
+    /// The waiter for a future polled with `waker`.
+    #[inline]
+    pub(crate) fn of(waker: &Waker, tasks: &Tasks) -> Waiter {
+        match tasks.polled_task(waker) {
+            Some(task) => Waiter::Task(task),
+            None => Waiter::Waker(waker.clone()),
+        }
+    }
+
+    /// Whether a future polled with `waker` is already this waiter.
+    #[inline]
+    fn is(&self, waker: &Waker, tasks: &Tasks) -> bool {
+        match self {
+            Waiter::Task(task) => tasks.polled_task(waker) == Some(*task),
+            Waiter::Waker(old) => old.will_wake(waker),
+            Waiter::Nobody => false,
+        }
+    }
+}
+
 struct OpSlot {
     generation: u32,
-    state: OpState,
+    phase: Phase,
+    flags: CompletionFlags,
+    /// The next free slot, while this one is free.
+    next_free: u32,
+    waiter: Waiter,
+    /// Once completed: the result, and the single buffer of a lane
+    /// completion, or (`whole`) any other completion with its buffers.
+    result: queue::IoResult,
+    buf: Option<DmaBuf>,
+    whole: Option<Completion>,
 }
+
+/// An op's completion, read in its slot by the future that takes it.
+pub(crate) struct OpDone<'a> {
+    id: OpId,
+    slot: &'a mut OpSlot,
+}
+
+impl OpDone<'_> {
+    #[inline]
+    pub(crate) fn result(&self) -> Result<u64, IoFailure> {
+        self.slot.result.map_err(IoFailure::from_queue)
+    }
+
+    /// The buffer of a single-buffer entry.
+    #[inline]
+    pub(crate) fn take_buf(&mut self) -> Option<DmaBuf> {
+        match &mut self.slot.whole {
+            None => self.slot.buf.take(),
+            Some(whole) => whole.take_buf(),
+        }
+    }
+
+    /// The buffers of any entry (one for a single-buffer entry).
+    pub(crate) fn take_bufs(&mut self) -> Vec<DmaBuf> {
+        match &mut self.slot.whole {
+            None => self.slot.buf.take().into_iter().collect(),
+            Some(whole) => whole.take_bufs(),
+        }
+    }
+
+    /// The whole completion, with everything not taken yet.
+    pub(crate) fn into_completion(self) -> Completion {
+        match self.slot.whole.take() {
+            Some(whole) => whole,
+            None => Completion::from_parts(
+                self.id.user_data(),
+                self.slot.result,
+                self.slot.flags,
+                self.slot.buf.take(),
+            ),
+        }
+    }
+}
+
+/// No free slot: the table grows.
+const NO_SLOT: u32 = u32::MAX;
 
 /// What the layer has counted since the handle was made
 /// ([`AsyncRing::stats`](super::AsyncRing::stats)).
@@ -84,18 +182,11 @@ pub struct AsyncStats {
     pub stale: u64,
 }
 
-/// What to do after a completion was recorded.
-pub(crate) enum Recorded {
-    /// Wake this future.
-    Wake(Waker),
-    /// Nothing to wake (the future will look, or it is gone).
-    Quiet,
-}
-
 pub(crate) struct OpTable {
     slots: Vec<OpSlot>,
-    free: Vec<u32>,
-    /// Ops not free: submitted, waiting, completed or ignored.
+    /// Head of the free slots' list, through `next_free`.
+    free: u32,
+    /// Ops not free.
     live: usize,
     /// Of those, ignored: their completions are still due.
     ignored: usize,
@@ -106,22 +197,39 @@ impl OpTable {
     pub(crate) fn with_capacity(n: usize) -> OpTable {
         let mut table = OpTable {
             slots: Vec::with_capacity(n),
-            free: Vec::with_capacity(n),
+            free: NO_SLOT,
             live: 0,
             ignored: 0,
             stats: AsyncStats::default(),
         };
-        for index in (0..n as u32).rev() {
-            table.slots.push(OpSlot {
-                generation: 0,
-                state: OpState::Free,
-            });
-            table.free.push(index);
+        for _ in 0..n {
+            table.grow();
         }
         table
     }
 
-    /// Ops whose entry is in the ring or whose completion waits for its future.
+    /// Adds a free slot.
+    #[cold]
+    fn grow(&mut self) {
+        let index = u32::try_from(self.slots.len())
+            .ok()
+            .filter(|&i| i != NO_SLOT)
+            .expect("spdk-ring: fewer than 2^32 - 1 ops at once");
+        self.slots.push(OpSlot {
+            generation: 0,
+            phase: Phase::Free,
+            flags: CompletionFlags::empty(),
+            next_free: self.free,
+            waiter: Waiter::Nobody,
+            result: Ok(0),
+            buf: None,
+            whole: None,
+        });
+        self.free = index;
+    }
+
+    /// Ops whose entry is queued, in the ring, or whose completion waits
+    /// for its future.
     pub(crate) fn live(&self) -> usize {
         self.live
     }
@@ -137,21 +245,17 @@ impl OpTable {
     }
 
     /// Takes a free slot for an entry about to be pushed.
-    pub(crate) fn take(&mut self) -> OpId {
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 ops");
-                self.slots.push(OpSlot {
-                    generation: 0,
-                    state: OpState::Free,
-                });
-                index
-            }
-        };
+    #[inline]
+    pub(crate) fn take(&mut self, waiter: Waiter) -> OpId {
+        if self.free == NO_SLOT {
+            self.grow();
+        }
+        let index = self.free;
         let slot = &mut self.slots[index as usize];
-        debug_assert!(matches!(slot.state, OpState::Free));
-        slot.state = OpState::Submitted;
+        debug_assert_eq!(slot.phase, Phase::Free);
+        self.free = slot.next_free;
+        slot.phase = Phase::InRing;
+        slot.waiter = waiter;
         self.live += 1;
         OpId {
             index,
@@ -159,135 +263,162 @@ impl OpTable {
         }
     }
 
-    /// Returns a slot whose entry was never pushed (the SQ was full).
-    /// Nothing in the ring carries its `user_data`, so its generation may stay.
-    pub(crate) fn untake(&mut self, id: OpId) {
-        let slot = &mut self.slots[id.index as usize];
-        debug_assert!(slot.generation == id.generation && matches!(slot.state, OpState::Submitted));
-        slot.state = OpState::Free;
-        self.live -= 1;
-        self.free.push(id.index);
+    /// The entry of `id` found the SQ full: it waits in the handle's queue.
+    pub(crate) fn set_unpushed(&mut self, id: OpId) {
+        self.slots[id.index as usize].phase = Phase::Unpushed;
     }
 
+    /// The queued entry of `id` has its turn: true if it is to be pushed
+    /// now, false if its future is gone (its slot is then freed, and the
+    /// caller drops the entry).
+    pub(crate) fn pushing_unpushed(&mut self, id: OpId) -> bool {
+        let slot = &mut self.slots[id.index as usize];
+        match slot.phase {
+            Phase::Unpushed => {
+                slot.phase = Phase::InRing;
+                true
+            }
+            Phase::Withdrawn => {
+                self.release(id.index);
+                false
+            }
+            other => unreachable!("a queued entry's op is {other:?}"),
+        }
+    }
+
+    /// The queued entry of `id` could not be pushed after all (the SQ filled).
+    pub(crate) fn back_to_unpushed(&mut self, id: OpId) {
+        self.slots[id.index as usize].phase = Phase::Unpushed;
+    }
+
+    #[inline]
     fn release(&mut self, index: u32) {
         let slot = &mut self.slots[index as usize];
-        slot.state = OpState::Free;
+        slot.phase = Phase::Free;
         // Never u32::MAX, so no op's user_data is CANCEL_USER_DATA.
         slot.generation = if slot.generation >= u32::MAX - 1 {
             0
         } else {
             slot.generation + 1
         };
+        slot.next_free = self.free;
+        self.free = index;
         self.live -= 1;
-        self.free.push(index);
     }
 
-    /// The slot of `id`, if `id` is still its op.
-    fn slot_of(&mut self, id: OpId) -> Option<&mut OpSlot> {
-        self.slots
-            .get_mut(id.index as usize)
-            .filter(|slot| slot.generation == id.generation && !matches!(slot.state, OpState::Free))
-    }
-
-    /// The future of `id` asks for its completion: the completion, in its
-    /// slot, if it came; else `waker` is recorded (cloned only when the one
-    /// already recorded would not wake the same task) to be woken when it does.
-    fn completed(&mut self, id: OpId, waker: &Waker) -> Option<&mut Completion> {
-        let slot = self.slot_of(id).expect("a pending op keeps its slot");
-        match &mut slot.state {
-            OpState::Completed(done) => Some(done),
-            OpState::Waiting(old) if old.will_wake(waker) => None,
-            state @ (OpState::Submitted | OpState::Waiting(_)) => {
-                *state = OpState::Waiting(waker.clone());
-                None
-            }
-            OpState::Free | OpState::Ignored => unreachable!("polled after it was dropped"),
-        }
-    }
-
-    /// As [`poll_op`](Self::poll_op), but `take` reads what its future
-    /// needs (the result, the buffers) straight from the completion in its
-    /// slot, which is then freed with whatever `take` left.
+    /// The future of `id` asks for its completion. If it came, `take` reads
+    /// what the future needs (the result, the buffers) straight from the
+    /// slot, which is then freed with whatever `take` left. If not, the
+    /// future's waiter is recorded (when it is not already) and None returned.
     #[inline]
     pub(crate) fn poll_op_with<T>(
         &mut self,
         id: OpId,
         waker: &Waker,
-        take: impl FnOnce(&mut Completion) -> T,
+        tasks: &Tasks,
+        take: impl FnOnce(OpDone<'_>) -> T,
     ) -> Option<T> {
-        let output = take(self.completed(id, waker)?);
+        let slot = &mut self.slots[id.index as usize];
+        debug_assert_eq!(slot.generation, id.generation);
+        if slot.phase != Phase::Completed {
+            debug_assert!(matches!(slot.phase, Phase::InRing | Phase::Unpushed));
+            if !slot.waiter.is(waker, tasks) {
+                slot.waiter = Waiter::of(waker, tasks);
+            }
+            return None;
+        }
+        let output = take(OpDone { id, slot });
+        let slot = &mut self.slots[id.index as usize];
+        if slot.whole.is_some() || slot.buf.is_some() {
+            // What `take` left (buffers of another shape) goes with the op.
+            slot.whole = None;
+            slot.buf = None;
+        }
         self.release(id.index);
         self.stats.completed += 1;
         Some(output)
-    }
-
-    /// The future of `id` asks for its completion: takes it if it came
-    /// (freeing the slot), else records `waker` to be woken when it does.
-    pub(crate) fn poll_op(&mut self, id: OpId, waker: &Waker) -> Option<Completion> {
-        self.completed(id, waker)?;
-        let OpState::Completed(done) =
-            std::mem::replace(&mut self.slots[id.index as usize].state, OpState::Free)
-        else {
-            unreachable!()
-        };
-        self.release(id.index);
-        self.stats.completed += 1;
-        Some(done)
     }
 
     /// The future of `id` was dropped. Returns true if its entry is still
     /// in the ring (the caller then asks for a cancel); a completion that
     /// already came is dropped here, with its buffers.
     pub(crate) fn abandon(&mut self, id: OpId) -> bool {
-        let slot = self.slot_of(id).expect("a pending op keeps its slot");
-        match std::mem::replace(&mut slot.state, OpState::Ignored) {
-            OpState::Completed(done) => {
+        let slot = &mut self.slots[id.index as usize];
+        debug_assert_eq!(slot.generation, id.generation);
+        slot.waiter = Waiter::Nobody;
+        match slot.phase {
+            Phase::Completed => {
+                let (buf, whole) = (slot.buf.take(), slot.whole.take());
                 self.release(id.index);
-                drop(done);
+                drop((buf, whole));
                 false
             }
-            OpState::Submitted | OpState::Waiting(_) => {
+            Phase::InRing => {
+                slot.phase = Phase::Ignored;
                 self.ignored += 1;
                 self.stats.abandoned += 1;
                 true
             }
-            OpState::Free | OpState::Ignored => unreachable!("dropped twice"),
+            Phase::Unpushed => {
+                slot.phase = Phase::Withdrawn;
+                false
+            }
+            other => unreachable!("an op dropped while {other:?}"),
         }
     }
 
-    /// Records a completion reaped from the ring, read in its ring slot:
-    /// it is copied out once, straight into the op's slot.
-    pub(crate) fn record(&mut self, mut done: CompletionRef<'_>) -> Recorded {
+    /// Records a completion reaped from the ring, read in its ring slot
+    /// and moved once, straight into the op's slot. A task of `tasks`
+    /// waiting for it is woken here; any other waker is returned, to be
+    /// woken once the state is released.
+    #[inline]
+    pub(crate) fn record(&mut self, done: CompletionRef<'_>, tasks: &Tasks) -> Option<Waker> {
         let user_data = done.user_data();
-        if user_data == CANCEL_USER_DATA {
-            return Recorded::Quiet;
-        }
         let id = OpId::from_user_data(user_data);
-        let Some(slot) = self.slot_of(id) else {
-            self.stats.stale += 1;
-            return Recorded::Quiet;
-        };
-        match &mut slot.state {
-            OpState::Waiting(_) | OpState::Submitted => {}
-            OpState::Ignored => {
-                // Its future is gone: drop the buffers now, then free the slot.
-                let buffers = match done.take_buf() {
-                    Some(_single) => 1,
-                    None => done.take_bufs().len() as u64,
-                };
-                drop(done);
-                self.ignored -= 1;
-                self.stats.discarded += 1;
-                self.stats.discarded_buffers += buffers;
-                self.release(id.index);
-                return Recorded::Quiet;
+        let slot = match self.slots.get_mut(id.index as usize) {
+            Some(slot) if slot.generation == id.generation && slot.phase == Phase::InRing => slot,
+            Some(slot) if slot.generation == id.generation && slot.phase == Phase::Ignored => {
+                self.discard(id, done);
+                return None;
             }
-            OpState::Completed(_) | OpState::Free => unreachable!("one completion per entry"),
+            _ => {
+                if user_data != CANCEL_USER_DATA {
+                    self.stats.stale += 1;
+                }
+                return None;
+            }
+        };
+        (slot.result, slot.flags) = done.raw_parts();
+        if done.is_lane() {
+            let mut done = done;
+            slot.buf = done.take_buf();
+        } else {
+            slot.whole = Some(done.into_owned());
         }
-        match std::mem::replace(&mut slot.state, OpState::Completed(done.into_owned())) {
-            OpState::Waiting(waker) => Recorded::Wake(waker),
-            _ => Recorded::Quiet,
+        slot.phase = Phase::Completed;
+        match std::mem::replace(&mut slot.waiter, Waiter::Nobody) {
+            Waiter::Task(task) => {
+                tasks.wake_task(task);
+                None
+            }
+            Waiter::Waker(waker) => Some(waker),
+            Waiter::Nobody => None,
         }
+    }
+
+    /// The completion of an ignored op: its future is gone. The buffers
+    /// are dropped now, then the slot freed.
+    #[cold]
+    fn discard(&mut self, id: OpId, mut done: CompletionRef<'_>) {
+        let buffers = match done.take_buf() {
+            Some(_single) => 1,
+            None => done.take_bufs().len() as u64,
+        };
+        drop(done);
+        self.ignored -= 1;
+        self.stats.discarded += 1;
+        self.stats.discarded_buffers += buffers;
+        self.release(id.index);
     }
 }
 
@@ -308,15 +439,26 @@ mod tests {
     #[test]
     fn a_freed_slot_comes_back_with_a_new_generation() {
         let mut table = OpTable::with_capacity(1);
-        let first = table.take();
+        let tasks = Tasks::new();
+        let first = table.take(Waiter::Nobody);
         let waker = futures::task::noop_waker_ref();
-        assert!(table.poll_op(first, waker).is_none());
+        assert!(table
+            .poll_op_with(first, waker, &tasks, |done| done.into_completion())
+            .is_none());
         // Abandoned in flight: the slot stays taken until its completion.
         assert!(table.abandon(first));
-        let second = table.take();
+        let second = table.take(Waiter::Nobody);
         assert_ne!(first.index, second.index, "the ignored slot is not reused");
         assert_eq!((table.live(), table.ignored(), table.capacity()), (2, 1, 2));
-        table.untake(second);
+        table.set_unpushed(second);
+        assert!(
+            !table.abandon(second),
+            "an unpushed op has nothing to cancel"
+        );
+        assert!(
+            !table.pushing_unpushed(second),
+            "a withdrawn entry is dropped"
+        );
         assert_eq!(table.live(), 1);
     }
 }

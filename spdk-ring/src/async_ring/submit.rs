@@ -1,73 +1,57 @@
-//! The op future: pushes one entry (waiting for SQ room if it must), then
-//! waits for its completion. Dropped while its entry is in the ring, it
-//! leaves the entry to the ring and asks for a cancel (see `ops.rs`).
+//! The op future. Its entry is pushed when the future is made (as
+//! tokio-uring does), or queued in the handle when the SQ is full and
+//! pushed, in order, as rounds free room; the future only waits for the
+//! completion. Dropped before that, it leaves the entry to the ring and
+//! asks for a cancel (see `ops.rs`).
 
-use super::ops::{OpId, OpTable};
+use super::ops::{OpDone, OpId};
 use super::Shared;
 use crate::ring::{Completion, Entry};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 /// The future of [`AsyncRing::submit`](super::AsyncRing::submit): the
 /// entry's [`Completion`], with its buffers.
-#[must_use = "futures do nothing unless awaited"]
+#[must_use = "the entry is in the ring already; dropping the future cancels it"]
 pub struct Submit {
     shared: Shared,
-    stage: Stage,
-}
-
-enum Stage {
-    /// Not in the ring yet: the SQ was full, or the future was not polled.
-    Unpushed(Entry),
-    /// In the ring, under this op.
-    Pushed(OpId),
-    Done,
+    /// None once the completion was handed out.
+    op: Option<OpId>,
 }
 
 impl Submit {
+    #[inline(always)]
     pub(super) fn new(shared: Shared, entry: Entry) -> Submit {
+        let id = shared.borrow_mut().submit(entry);
         Submit {
             shared,
-            stage: Stage::Unpushed(entry),
+            op: Some(id),
         }
     }
-}
 
-impl Submit {
-    /// Pushes the entry (or waits for SQ room), then waits for its
-    /// completion, which `take` takes from the op table: one poll loop for
-    /// every future of a single entry, whatever it keeps of the completion.
-    #[inline]
+    /// Waits for the completion, from which `take` takes what the future
+    /// resolves to: one poll for every future of a single entry.
+    #[inline(always)]
     fn poll_with<T>(
         &mut self,
         cx: &mut Context<'_>,
-        take: impl FnOnce(&mut OpTable, OpId, &Waker) -> Option<T>,
+        take: impl FnOnce(OpDone<'_>) -> T,
     ) -> Poll<T> {
-        let mut state = self.shared.borrow_mut();
-        match std::mem::replace(&mut self.stage, Stage::Done) {
-            Stage::Unpushed(entry) => match state.try_push(entry) {
-                Ok(id) => {
-                    // The completion comes in a later drive: record the waker now.
-                    let early = state.ops.poll_op(id, cx.waker());
-                    debug_assert!(early.is_none());
-                    self.stage = Stage::Pushed(id);
-                    Poll::Pending
-                }
-                Err(entry) => {
-                    state.wait_for_sq_room(cx.waker());
-                    self.stage = Stage::Unpushed(entry);
-                    Poll::Pending
-                }
-            },
-            Stage::Pushed(id) => match take(&mut state.ops, id, cx.waker()) {
-                Some(output) => Poll::Ready(output),
-                None => {
-                    self.stage = Stage::Pushed(id);
-                    Poll::Pending
-                }
-            },
-            Stage::Done => panic!("spdk-ring: a Submit future was polled after it completed"),
+        let id = self
+            .op
+            .expect("spdk-ring: a Submit future was polled after it completed");
+        let inner = &*self.shared;
+        let output = inner
+            .borrow_mut()
+            .ops
+            .poll_op_with(id, cx.waker(), &inner.tasks, take);
+        match output {
+            Some(output) => {
+                self.op = None;
+                Poll::Ready(output)
+            }
+            None => Poll::Pending,
         }
     }
 }
@@ -76,8 +60,7 @@ impl Future for Submit {
     type Output = Completion;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completion> {
-        self.get_mut()
-            .poll_with(cx, |ops, id, waker| ops.poll_op(id, waker))
+        self.get_mut().poll_with(cx, |done| done.into_completion())
     }
 }
 
@@ -90,25 +73,26 @@ pub(super) struct SubmitTaking<F> {
 }
 
 impl<F> SubmitTaking<F> {
+    #[inline(always)]
     pub(super) fn new(submit: Submit, take: F) -> SubmitTaking<F> {
         SubmitTaking { submit, take }
     }
 }
 
-impl<T, F: Fn(&mut Completion) -> T + Unpin> Future for SubmitTaking<F> {
+impl<T, F: Fn(OpDone<'_>) -> T + Unpin> Future for SubmitTaking<F> {
     type Output = T;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let this = self.get_mut();
-        let take = &this.take;
-        this.submit
-            .poll_with(cx, |ops, id, waker| ops.poll_op_with(id, waker, take))
+        this.submit.poll_with(cx, &this.take)
     }
 }
 
 impl Drop for Submit {
+    #[inline]
     fn drop(&mut self) {
-        if let Stage::Pushed(id) = self.stage {
+        if let Some(id) = self.op {
             self.shared.borrow_mut().abandon(id);
         }
     }

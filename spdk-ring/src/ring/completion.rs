@@ -189,6 +189,20 @@ impl<'a> CompletionRef<'a> {
         self.op()?.take_opened_blob()
     }
 
+    /// The raw result and the flags, for the async layer's op slots.
+    #[cfg(feature = "futures")]
+    #[inline(always)]
+    pub(crate) fn raw_parts(&self) -> (queue::IoResult, CompletionFlags) {
+        (self.outcome.result, self.outcome.flags)
+    }
+
+    /// Whether this is a lane completion (its only buffer is `take_buf`'s).
+    #[cfg(feature = "futures")]
+    #[inline(always)]
+    pub(crate) fn is_lane(&self) -> bool {
+        matches!(self.source, Source::Lane(..))
+    }
+
     /// The completion as an owned [`Completion`] (with every buffer not
     /// taken yet), popping it.
     pub fn into_owned(mut self) -> Completion {
@@ -238,6 +252,25 @@ impl fmt::Debug for CompletionRef<'_> {
 }
 
 impl Completion {
+    /// A completion put together from its parts (the async layer keeps
+    /// them apart until a future asks for the whole).
+    #[cfg(feature = "futures")]
+    pub(crate) fn from_parts(
+        user_data: u64,
+        result: queue::IoResult,
+        flags: CompletionFlags,
+        buf: Option<DmaBuf>,
+    ) -> Completion {
+        Completion {
+            outcome: Outcome {
+                user_data,
+                result,
+                flags,
+            },
+            bufs: buf.map(Buffers::one).unwrap_or_default(),
+        }
+    }
+
     #[inline]
     pub(crate) fn from_queue(c: queue::Completion<Buffers>) -> Completion {
         Completion {
