@@ -1,7 +1,8 @@
 //! What the async layer (`futures` feature) costs per I/O over the ring:
 //! one 4 KiB read on a null bdev at several queue depths, through the ring
 //! as `ring_null` measures it, and through `AsyncRing` with `depth` loops
-//! of `read().await` joined under `block_on` (no executor) and spawned on
+//! of `read().await` spawned on the handle's own executor (`spawn`, run by
+//! `block_on`), joined under `block_on` (no executor), and spawned on
 //! `LocalPool` beside `drive` (an executor's wake and poll included). A
 //! closing table prints each with its difference from the ring.
 //!
@@ -34,6 +35,10 @@ fn main() {
             let mut job = ring_job::RingJob::new(&desc, depth);
             b.iter_custom(|ios| job.run(ios));
         });
+        group.bench_with_input(BenchmarkId::new("spawn", depth), &depth, |b, &depth| {
+            let job = async_job::AsyncJob::new(&desc, depth);
+            b.iter_custom(|ios| job.run_spawned(ios));
+        });
         group.bench_with_input(BenchmarkId::new("block_on", depth), &depth, |b, &depth| {
             let job = async_job::AsyncJob::new(&desc, depth);
             b.iter_custom(|ios| job.run_block_on(ios));
@@ -61,21 +66,31 @@ fn print_async_cost(desc: &spdk_ring::BdevDesc) {
     const IOS: u64 = 500_000;
     println!("\nnull_4k_read_async, ns per I/O (best of 3 alternating runs of {IOS} I/Os):");
     println!(
-        "{:>6} {:>8} {:>10} {:>12} {:>16} {:>18}",
-        "depth", "ring", "block_on", "local_pool", "block_on costs", "local_pool costs"
+        "{:>6} {:>8} {:>8} {:>10} {:>12} {:>13} {:>16} {:>18}",
+        "depth",
+        "ring",
+        "spawn",
+        "block_on",
+        "local_pool",
+        "spawn costs",
+        "block_on costs",
+        "local_pool costs"
     );
     for depth in [1usize, 8, 32, 128] {
         let mut ring_job = ring_job::RingJob::new(desc, depth);
         let job = async_job::AsyncJob::new(desc, depth);
         let per_io = |d: std::time::Duration| d.as_nanos() as f64 / IOS as f64;
-        let (mut ring, mut block_on, mut pool) = (f64::MAX, f64::MAX, f64::MAX);
+        let (mut ring, mut spawn, mut block_on, mut pool) =
+            (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..3 {
             ring = ring.min(per_io(ring_job.run(IOS)));
+            spawn = spawn.min(per_io(job.run_spawned(IOS)));
             block_on = block_on.min(per_io(job.run_block_on(IOS)));
             pool = pool.min(per_io(job.run_local_pool(IOS)));
         }
         println!(
-            "{depth:>6} {ring:>8.1} {block_on:>10.1} {pool:>12.1} {:>16.1} {:>18.1}",
+            "{depth:>6} {ring:>8.1} {spawn:>8.1} {block_on:>10.1} {pool:>12.1} {:>13.1} {:>16.1} {:>18.1}",
+            spawn - ring,
             block_on - ring,
             pool - ring
         );
@@ -154,6 +169,24 @@ mod async_job {
                 })
                 .collect();
             (running, readers)
+        }
+
+        /// The readers spawned on the handle's executor, run by `block_on`.
+        pub fn run_spawned(&self, ios: u64) -> Duration {
+            let (running, readers) = self.readers(ios);
+            for reader in readers {
+                drop(self.ring.spawn(reader));
+            }
+            let start = Instant::now();
+            self.ring.block_on(std::future::poll_fn(|cx| {
+                if running.get() == 0 {
+                    Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            }));
+            start.elapsed()
         }
 
         /// The readers joined under `block_on`.

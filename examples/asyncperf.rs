@@ -1,9 +1,10 @@
 //! `asyncperf`: `ringperf`'s load through the async layer (`futures`
-//! feature): one task per queue slot on a `LocalPool`, each awaiting
-//! `read`/`write` on an `AsyncRing` in a loop, with `drive` spawned beside
-//! them (`ASYNCPERF_EXECUTOR=block_on`: the slots joined under
-//! `AsyncRing::block_on` instead; `=local_executor`: async-executor's
-//! `LocalExecutor` instead of `LocalPool`). Same flags (bdevperf's) and report as
+//! feature): one task per queue slot, each awaiting `read`/`write` on an
+//! `AsyncRing` in a loop. `ASYNCPERF_EXECUTOR` picks what runs them:
+//! `spawn` (default: spawned on the handle's own executor, run by
+//! `block_on`), `local_pool` (futures' `LocalPool` with `drive` beside),
+//! `block_on` (the slots joined in one future under `block_on`) or
+//! `local_executor` (async-executor's `LocalExecutor` with `drive`). Same flags (bdevperf's) and report as
 //! `ringperf`, one core; the ratio of the two is what async costs.
 //!
 //! `cargo run --release --features futures --example asyncperf -- -q 128 -o 4096 -w randread -t 5`
@@ -147,6 +148,13 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
                 all.as_mut().poll(cx)
             }));
         }
+        Ok("spawn") | Err(_) => {
+            // The handle's own executor: the slots spawned on the ring,
+            // run by block_on between rounds.
+            let slots: Vec<_> = tasks.into_iter().map(|task| ring.spawn(task)).collect();
+            ring.block_on(all_returned());
+            drop(slots);
+        }
         Ok("local_executor") => {
             // async-executor's LocalExecutor instead of LocalPool.
             let ex = async_executor::LocalExecutor::new();
@@ -155,7 +163,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
             futures::executor::block_on(ex.run(all_returned()));
             drop(slots);
         }
-        Ok("local_pool") | Err(_) => {
+        Ok("local_pool") => {
             let mut pool = LocalPool::new();
             let spawner = pool.spawner();
             spawner
@@ -168,7 +176,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         }
         Ok(other) => {
             return Err(format!(
-                "ASYNCPERF_EXECUTOR={other}: expected local_pool, block_on or local_executor"
+                "ASYNCPERF_EXECUTOR={other}: expected local_pool, spawn, block_on or local_executor"
             ))
         }
     }
