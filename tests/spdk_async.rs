@@ -876,4 +876,38 @@ mod spawn {
         assert_eq!(r.ring.pending(), 0);
         r.finish();
     }
+
+    /// An op future made in one task and awaited later (after rounds in
+    /// which its completion came), or awaited by another task, still
+    /// resolves with its data: the "nothing can have come yet" shortcut of
+    /// a first poll holds only in the round and the task that made it.
+    #[test]
+    fn async_op_futures_awaited_later_or_elsewhere_resolve() {
+        malloc("AsyncLater", 1024);
+        let r = rig("async-later", "AsyncLater", OpenMode::ReadWrite, 8);
+        let (ring, t) = (r.ring.clone(), r.target);
+        let written = r.ring.block_on(ring.write(t, pattern(512, 9), 3));
+        assert_eq!(written.0, Ok(512));
+        let later = r.ring.spawn(async move {
+            let read = ring.read(t, zeroed(512), 3);
+            // Rounds pass (and the read completes) before it is polled.
+            ring.sleep(Duration::from_millis(5)).await;
+            let (n, buf) = read.await;
+            (n, buf[..] == pattern(512, 9)[..])
+        });
+        // Bounded: a read that never resolved would hang here otherwise.
+        let bounded = r.ring.timeout(Duration::from_secs(5), later);
+        assert_eq!(r.ring.block_on(bounded), Ok((Ok(512), true)));
+        let (ring, t) = (r.ring.clone(), r.target);
+        // Made in a task, handed out, awaited by block_on's own future.
+        #[allow(clippy::async_yields_async)] // the point: the future is handed out unawaited
+        let maker = r.ring.spawn(async move { ring.read(t, zeroed(512), 3) });
+        let bounded = r
+            .ring
+            .timeout(Duration::from_secs(5), async { maker.await.await });
+        let (n, buf) = r.ring.block_on(bounded).expect("resolved in time");
+        assert_eq!(n, Ok(512));
+        assert!(buf[..] == pattern(512, 9)[..]);
+        r.finish();
+    }
 }

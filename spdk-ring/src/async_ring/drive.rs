@@ -16,6 +16,7 @@ pub(super) fn drive_once(shared: &Shared) -> usize {
     let (one, mut many, recorded) = {
         let mut guard = shared.borrow_mut();
         let state = &mut *guard;
+        shared.tasks.next_round();
         if !state.cancels.is_empty() {
             state.push_queued_cancels();
         }

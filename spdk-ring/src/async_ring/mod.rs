@@ -208,8 +208,8 @@ impl State {
     /// Takes an op for `entry` and pushes it, or queues it behind those
     /// already waiting when the SQ is full.
     #[inline(always)]
-    fn submit(&mut self, entry: Entry) -> OpId {
-        let id = self.ops.take(Waiter::Nobody);
+    fn submit(&mut self, entry: Entry, waiter: Waiter) -> OpId {
+        let id = self.ops.take(waiter);
         // A future resolves on its completion: SKIP_SUCCESS would leave it
         // waiting for ever; chains go through `submit_linked`.
         let flags = entry

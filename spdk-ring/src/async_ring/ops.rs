@@ -110,16 +110,18 @@ struct OpSlot {
     next_free: u32,
     waiter: Waiter,
     /// Once completed: the result, and the single buffer of a lane
-    /// completion, or (`whole`) any other completion with its buffers.
+    /// completion; any other completion waits whole in the table's
+    /// `wholes` (kept apart so that a slot stays small).
     result: queue::IoResult,
     buf: Option<DmaBuf>,
-    whole: Option<Completion>,
+    has_whole: bool,
 }
 
 /// An op's completion, read in its slot by the future that takes it.
 pub(crate) struct OpDone<'a> {
     id: OpId,
     slot: &'a mut OpSlot,
+    whole: &'a mut Option<Completion>,
 }
 
 impl OpDone<'_> {
@@ -131,7 +133,7 @@ impl OpDone<'_> {
     /// The buffer of a single-buffer entry.
     #[inline]
     pub(crate) fn take_buf(&mut self) -> Option<DmaBuf> {
-        match &mut self.slot.whole {
+        match self.whole {
             None => self.slot.buf.take(),
             Some(whole) => whole.take_buf(),
         }
@@ -139,7 +141,7 @@ impl OpDone<'_> {
 
     /// The buffers of any entry (one for a single-buffer entry).
     pub(crate) fn take_bufs(&mut self) -> Vec<DmaBuf> {
-        match &mut self.slot.whole {
+        match self.whole {
             None => self.slot.buf.take().into_iter().collect(),
             Some(whole) => whole.take_bufs(),
         }
@@ -147,7 +149,7 @@ impl OpDone<'_> {
 
     /// The whole completion, with everything not taken yet.
     pub(crate) fn into_completion(self) -> Completion {
-        match self.slot.whole.take() {
+        match self.whole.take() {
             Some(whole) => whole,
             None => Completion::from_parts(
                 self.id.user_data(),
@@ -184,6 +186,9 @@ pub struct AsyncStats {
 
 pub(crate) struct OpTable {
     slots: Vec<OpSlot>,
+    /// Beside each slot: a completed core completion, whole (rare; the
+    /// lane's go into the slot).
+    wholes: Vec<Option<Completion>>,
     /// Head of the free slots' list, through `next_free`.
     free: u32,
     /// Ops not free.
@@ -197,6 +202,7 @@ impl OpTable {
     pub(crate) fn with_capacity(n: usize) -> OpTable {
         let mut table = OpTable {
             slots: Vec::with_capacity(n),
+            wholes: Vec::with_capacity(n),
             free: NO_SLOT,
             live: 0,
             ignored: 0,
@@ -223,8 +229,9 @@ impl OpTable {
             waiter: Waiter::Nobody,
             result: Ok(0),
             buf: None,
-            whole: None,
+            has_whole: false,
         });
+        self.wholes.push(None);
         self.free = index;
     }
 
@@ -327,11 +334,15 @@ impl OpTable {
             }
             return None;
         }
-        let output = take(OpDone { id, slot });
+        let whole = &mut self.wholes[id.index as usize];
+        let output = take(OpDone { id, slot, whole });
         let slot = &mut self.slots[id.index as usize];
-        if slot.whole.is_some() || slot.buf.is_some() {
-            // What `take` left (buffers of another shape) goes with the op.
-            slot.whole = None;
+        // What `take` left (buffers of another shape) goes with the op.
+        if slot.has_whole {
+            slot.has_whole = false;
+            self.wholes[id.index as usize] = None;
+        }
+        if slot.buf.is_some() {
             slot.buf = None;
         }
         self.release(id.index);
@@ -348,7 +359,8 @@ impl OpTable {
         slot.waiter = Waiter::Nobody;
         match slot.phase {
             Phase::Completed => {
-                let (buf, whole) = (slot.buf.take(), slot.whole.take());
+                slot.has_whole = false;
+                let (buf, whole) = (slot.buf.take(), self.wholes[id.index as usize].take());
                 self.release(id.index);
                 drop((buf, whole));
                 false
@@ -390,10 +402,10 @@ impl OpTable {
         };
         (slot.result, slot.flags) = done.raw_parts();
         if done.is_lane() {
-            let mut done = done;
-            slot.buf = done.take_buf();
+            slot.buf = done.into_lane_buf();
         } else {
-            slot.whole = Some(done.into_owned());
+            slot.has_whole = true;
+            self.wholes[id.index as usize] = Some(done.into_owned());
         }
         slot.phase = Phase::Completed;
         match std::mem::replace(&mut slot.waiter, Waiter::Nobody) {

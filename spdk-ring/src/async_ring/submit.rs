@@ -4,7 +4,8 @@
 //! completion. Dropped before that, it leaves the entry to the ring and
 //! asks for a cancel (see `ops.rs`).
 
-use super::ops::{OpDone, OpId};
+use super::ops::{OpDone, OpId, Waiter};
+use super::tasks::TaskRef;
 use super::Shared;
 use crate::ring::{Completion, Entry};
 use std::future::Future;
@@ -18,22 +19,51 @@ pub struct Submit {
     shared: Shared,
     /// None once the completion was handed out.
     op: Option<OpId>,
+    /// The task that made the future (already the op's waiter) and the
+    /// ring round then, until the first poll: polled by that task, with
+    /// its own waker, in the same round, the future has nothing to record
+    /// and its completion cannot have come (completions are recorded only
+    /// in rounds).
+    made_in: Option<(TaskRef, u32)>,
 }
 
 impl Submit {
     #[inline(always)]
     pub(super) fn new(shared: Shared, entry: Entry) -> Submit {
-        let id = shared.borrow_mut().submit(entry);
+        let task = shared.tasks.polling_task();
+        let waiter = task.map_or(Waiter::Nobody, Waiter::Task);
+        let id = shared.borrow_mut().submit(entry, waiter);
+        let made_in = task.map(|task| (task, shared.tasks.round()));
         Submit {
             shared,
             op: Some(id),
+            made_in,
         }
     }
 
     /// Waits for the completion, from which `take` takes what the future
-    /// resolves to: one poll for every future of a single entry.
+    /// resolves to: one poll for every future of a single entry. The first
+    /// poll, by the task that made the future in the same round, is
+    /// inlined: there is nothing to record and nothing can have come.
     #[inline(always)]
     fn poll_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        take: impl FnOnce(OpDone<'_>) -> T,
+    ) -> Poll<T> {
+        if let Some((task, round)) = self.made_in.take() {
+            let tasks = &self.shared.tasks;
+            if tasks.round() == round && tasks.is_polling_with(task, cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+        self.poll_table(cx, take)
+    }
+
+    /// Asks the op table for the completion (recording the waiter if it
+    /// has not come).
+    #[inline(never)]
+    fn poll_table<T>(
         &mut self,
         cx: &mut Context<'_>,
         take: impl FnOnce(OpDone<'_>) -> T,
@@ -82,7 +112,7 @@ impl<F> SubmitTaking<F> {
 impl<T, F: Fn(OpDone<'_>) -> T + Unpin> Future for SubmitTaking<F> {
     type Output = T;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let this = self.get_mut();
         this.submit.poll_with(cx, &this.take)

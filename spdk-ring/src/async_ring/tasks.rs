@@ -141,8 +141,6 @@ struct Queue {
     free: Vec<u32>,
     /// Woken tasks (slot, generation), in the order they were woken.
     ready: Vec<(u32, u32)>,
-    /// The other half of `ready`: the batch a round runs, kept for its capacity.
-    spare: Vec<(u32, u32)>,
 }
 
 /// The waker data of no task (`MAIN` never has a generation other than 0).
@@ -156,6 +154,8 @@ pub(super) struct Tasks {
     /// The waker data of the task being polled (or `NOT_POLLING`): ops
     /// polled with exactly that waker wake the task by index.
     polling: Cell<usize>,
+    /// Rounds of the ring so far (completions are recorded only in rounds).
+    rounds: Cell<u32>,
     live: Cell<usize>,
     inbox: Arc<Inbox>,
 }
@@ -175,10 +175,10 @@ impl Tasks {
                 slots: Vec::new(),
                 free: Vec::new(),
                 ready: Vec::new(),
-                spare: Vec::new(),
             }),
             main_woken: Cell::new(false),
             polling: Cell::new(NOT_POLLING),
+            rounds: Cell::new(0),
             live: Cell::new(0),
             inbox,
         }
@@ -209,6 +209,31 @@ impl Tasks {
         std::mem::ManuallyDrop::new(task.waker())
             .will_wake(waker)
             .then_some(task)
+    }
+
+    /// The task being polled, whatever waker its futures see.
+    #[inline]
+    pub(crate) fn polling_task(&self) -> Option<TaskRef> {
+        let data = self.polling.get();
+        (data != NOT_POLLING).then(|| TaskRef::from_data(data))
+    }
+
+    /// Whether `task` is being polled, with its own waker.
+    #[inline]
+    pub(crate) fn is_polling_with(&self, task: TaskRef, waker: &Waker) -> bool {
+        self.polling.get() == task.to_data()
+            && std::mem::ManuallyDrop::new(task.waker()).will_wake(waker)
+    }
+
+    /// Counts a ring round.
+    #[inline]
+    pub(crate) fn next_round(&self) {
+        self.rounds.set(self.rounds.get().wrapping_add(1));
+    }
+
+    #[inline]
+    pub(crate) fn round(&self) -> u32 {
+        self.rounds.get()
     }
 
     /// Adds a task, ready to run at the next round.
@@ -284,51 +309,64 @@ impl Tasks {
     /// the next round). Returns how many ran.
     pub(super) fn run_ready(&self) -> usize {
         self.take_inbox();
-        let mut batch = {
-            let mut queue = self.queue.borrow_mut();
-            let spare = std::mem::take(&mut queue.spare);
-            std::mem::replace(&mut queue.ready, spare)
-        };
+        let woken = self.queue.borrow().ready.len();
+        if woken == 0 {
+            return 0;
+        }
         let mut ran = 0;
-        for &(index, generation) in &batch {
-            let future = {
+        for at in 0..woken {
+            let (index, generation, future) = {
                 let mut queue = self.queue.borrow_mut();
+                let (index, generation) = queue.ready[at];
                 let slot = &mut queue.slots[index as usize];
                 if slot.generation != generation {
                     continue;
                 }
                 slot.queued = false;
-                slot.future.take()
+                let Some(future) = slot.future.take() else {
+                    continue;
+                };
+                (index, generation, future)
             };
-            let Some(mut future) = future else { continue };
             ran += 1;
-            let task = self.task_ref(index, generation);
-            let waker = std::mem::ManuallyDrop::new(task.waker());
-            let mut cx = Context::from_waker(&waker);
-            self.polling.set(task.to_data());
-            let poll = future.as_mut().poll(&mut cx);
-            self.polling.set(NOT_POLLING);
-            match poll {
-                Poll::Pending => {
-                    self.queue.borrow_mut().slots[index as usize].future = Some(future);
+            self.poll_task(index, generation, future);
+        }
+        // Those woken meanwhile move to the front, for the next round.
+        let mut queue = self.queue.borrow_mut();
+        let len = queue.ready.len();
+        if len > woken {
+            queue.ready.copy_within(woken..len, 0);
+        }
+        queue.ready.truncate(len - woken);
+        ran
+    }
+
+    /// Polls one task with its own waker; puts it back, or frees its slot.
+    #[inline]
+    fn poll_task(&self, index: u32, generation: u32, mut future: TaskFuture) {
+        let task = self.task_ref(index, generation);
+        let waker = std::mem::ManuallyDrop::new(task.waker());
+        let mut cx = Context::from_waker(&waker);
+        self.polling.set(task.to_data());
+        let poll = future.as_mut().poll(&mut cx);
+        self.polling.set(NOT_POLLING);
+        match poll {
+            Poll::Pending => {
+                self.queue.borrow_mut().slots[index as usize].future = Some(future);
+            }
+            Poll::Ready(()) => {
+                {
+                    let mut queue = self.queue.borrow_mut();
+                    let slot = &mut queue.slots[index as usize];
+                    slot.generation = slot.generation.wrapping_add(1);
+                    slot.queued = false;
+                    queue.free.push(index);
                 }
-                Poll::Ready(()) => {
-                    {
-                        let mut queue = self.queue.borrow_mut();
-                        let slot = &mut queue.slots[index as usize];
-                        slot.generation = slot.generation.wrapping_add(1);
-                        slot.queued = false;
-                        queue.free.push(index);
-                    }
-                    self.live.set(self.live.get() - 1);
-                    // Its captures (handles, buffers) go now, outside any borrow.
-                    drop(future);
-                }
+                self.live.set(self.live.get() - 1);
+                // Its captures (handles, buffers) go now, outside any borrow.
+                drop(future);
             }
         }
-        batch.clear();
-        self.queue.borrow_mut().spare = batch;
-        ran
     }
 
     /// Polls `block_on`'s own future with its waker.

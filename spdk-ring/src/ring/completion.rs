@@ -196,6 +196,27 @@ impl<'a> CompletionRef<'a> {
         (self.outcome.result, self.outcome.flags)
     }
 
+    /// Pops a lane completion, handing back its buffer, all inlined (the
+    /// async layer's record loop). A core completion is popped with its
+    /// buffers dropped: the caller takes those with `into_owned` instead.
+    #[cfg(feature = "futures")]
+    #[inline(always)]
+    pub(crate) fn into_lane_buf(self) -> Option<DmaBuf> {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        match &mut this.source {
+            Source::Lane(lane, queue, slot) => {
+                let buf = lane.take_buf(*slot);
+                lane.pop_front(*slot);
+                queue.pop_outside();
+                buf
+            }
+            Source::Core(queue) => {
+                discard_core_front(queue);
+                None
+            }
+        }
+    }
+
     /// Whether this is a lane completion (its only buffer is `take_buf`'s).
     #[cfg(feature = "futures")]
     #[inline(always)]
