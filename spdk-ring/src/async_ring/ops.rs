@@ -317,7 +317,7 @@ impl OpTable {
     /// what the future needs (the result, the buffers) straight from the
     /// slot, which is then freed with whatever `take` left. If not, the
     /// future's waiter is recorded (when it is not already) and None returned.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn poll_op_with<T>(
         &mut self,
         id: OpId,

@@ -62,7 +62,7 @@ impl Submit {
 
     /// Asks the op table for the completion (recording the waiter if it
     /// has not come).
-    #[inline(never)]
+    #[inline(always)]
     fn poll_table<T>(
         &mut self,
         cx: &mut Context<'_>,
