@@ -1,17 +1,19 @@
 //! Driving: one round polls the ring and hands each completion to its op,
 //! waking the futures that wait; [`Drive`] runs rounds beside the
 //! application's tasks on any executor, and `block_on` runs one future
-//! to completion between rounds, with no executor at all.
+//! to completion between rounds, with the handle's spawned tasks (its own
+//! executor, `tasks.rs`) and no other.
 
 use super::Shared;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// One round: pushes queued cancels, polls the ring (submit, SPDK's
-/// thread, completions), records every completion and, with the state
-/// released, wakes the futures it concerns and as many SQ waiters as the
-/// SQ has room for. Returns how many completions were recorded.
+/// One round: pushes queued entries and cancels, polls the ring (submit,
+/// SPDK's thread, completions), records every completion (waking the
+/// handle's own tasks at once, by index) and, with the state released,
+/// wakes the other wakers and as many SQ waiters as the SQ has room for.
+/// Returns how many completions were recorded.
 pub(super) fn drive_once(shared: &Shared) -> usize {
     let (one, mut many, recorded) = {
         let mut guard = shared.borrow_mut();

@@ -194,7 +194,8 @@ impl Inner {
 struct State {
     ring: Ring,
     ops: OpTable,
-    /// Futures waiting for SQ room, woken in order as rounds free it.
+    /// Chains (`submit_linked`) waiting for SQ room for all their members,
+    /// woken in order as rounds free it.
     sq_waiters: VecDeque<Waker>,
     /// `user_data` of abandoned entries whose Cancel found the SQ full.
     cancels: VecDeque<u64>,

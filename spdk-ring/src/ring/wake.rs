@@ -192,7 +192,7 @@ impl Ring {
     /// while `poll` (or reaping) can make progress: SPDK work on the
     /// thread, completions in the CQ, entries pushed and not yet handed to
     /// SPDK, a due Timeout, NVMe qpairs due a poll, or a wake from another
-    /// thread. See [Embedding in an event loop](self#embedding-in-an-event-loop).
+    /// thread. See [Embedding in an event loop](crate::ring#embedding-in-an-event-loop).
     ///
     /// [`AsFd`] and [`AsRawFd`] give the same fd, and panic in poll mode.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
