@@ -115,6 +115,19 @@ mod async_job {
         depth: usize,
     }
 
+    /// Ready once every reader has returned; until then it asks to be
+    /// polled again at every pass.
+    fn all_returned(running: &Cell<usize>) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if running.get() == 0 {
+                Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+    }
+
     /// Reads until `left` reaches zero; hands its buffer back to `bufs`.
     async fn reader(
         ring: AsyncRing,
@@ -178,14 +191,7 @@ mod async_job {
                 drop(self.ring.spawn(reader));
             }
             let start = Instant::now();
-            self.ring.block_on(std::future::poll_fn(|cx| {
-                if running.get() == 0 {
-                    Poll::Ready(())
-                } else {
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-            }));
+            self.ring.block_on(all_returned(&running));
             start.elapsed()
         }
 
@@ -208,14 +214,7 @@ mod async_job {
                 pool.spawner().spawn_local(reader).expect("spawn");
             }
             let start = Instant::now();
-            pool.run_until(std::future::poll_fn(|cx| {
-                if running.get() == 0 {
-                    Poll::Ready(())
-                } else {
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-            }));
+            pool.run_until(all_returned(&running));
             start.elapsed()
         }
     }

@@ -141,6 +141,37 @@ fn async_steady_state_io_allocates_nothing() {
         }
     }
 
+    /// Warms `run` up with 20 000 I/Os, then counts the heap allocations
+    /// of `run(n)` (`done` counts the I/Os): there must be none.
+    fn assert_allocates_nothing(label: &str, n: u64, done: &Cell<u64>, mut run: impl FnMut(u64)) {
+        run(20_000);
+        COUNT_HERE.with(|c| c.set(true));
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let first = done.get();
+        run(n);
+        let counted = done.get() - first;
+        let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        COUNT_HERE.with(|c| c.set(false));
+        assert!(counted >= n);
+        assert_eq!(
+            allocated, 0,
+            "{allocated} heap allocations during {counted} async I/Os {label}"
+        );
+    }
+
+    /// Ready once `done` reaches `target`; until then it asks to be polled
+    /// again at every pass.
+    fn reached(done: &Cell<u64>, target: u64) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if done.get() >= target {
+                Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+    }
+
     // LocalPool: tasks spawned once, then counted while they run.
     let (done, stop) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(false)));
     let mut pool = LocalPool::new();
@@ -149,68 +180,26 @@ fn async_steady_state_io_allocates_nothing() {
         let task = reader(ring.clone(), t, done.clone(), stop.clone());
         pool.spawner().spawn_local(task).unwrap();
     }
-    let run_until = |pool: &mut LocalPool, n: u64| {
-        let target = done.get() + n;
-        pool.run_until(std::future::poll_fn(|cx| {
-            if done.get() >= target {
-                Poll::Ready(())
-            } else {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-        }));
-    };
-    run_until(&mut pool, 20_000);
-    COUNT_HERE.with(|c| c.set(true));
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let first = done.get();
-    run_until(&mut pool, 128_000);
-    let counted = done.get() - first;
-    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    COUNT_HERE.with(|c| c.set(false));
-    assert!(counted >= 128_000);
-    assert_eq!(
-        allocated, 0,
-        "{allocated} heap allocations during {counted} async I/Os on LocalPool"
-    );
+    assert_allocates_nothing("on LocalPool", 128_000, &done, |n| {
+        pool.run_until(reached(&done, done.get() + n));
+    });
     // Dropping the pool drops the readers mid-read: their entries are
     // cancelled and discarded by the layer.
     drop(pool);
 
     // block_on: four readers joined in place (no allocation to join them).
     let (done, stop) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(false)));
-    let run_block_on = |ios: u64| {
+    assert_allocates_nothing("under block_on", 100_000, &done, |ios| {
         let target = done.get() + ios;
-        let stopper = {
-            let (done, stop) = (done.clone(), stop.clone());
-            std::future::poll_fn(move |cx| {
-                if done.get() >= target {
-                    stop.set(true);
-                    Poll::Ready(())
-                } else {
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-            })
+        let stopper = async {
+            reached(&done, target).await;
+            stop.set(true);
         };
         stop.set(false);
         let r = |ring: &AsyncRing| reader(ring.clone(), t, done.clone(), stop.clone());
         let (a, b, c, d) = (r(&ring), r(&ring), r(&ring), r(&ring));
         ring.block_on(async { futures::join!(a, b, c, d, stopper) });
-    };
-    run_block_on(20_000);
-    COUNT_HERE.with(|c| c.set(true));
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let first = done.get();
-    run_block_on(100_000);
-    let counted = done.get() - first;
-    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    COUNT_HERE.with(|c| c.set(false));
-    assert!(counted >= 100_000);
-    assert_eq!(
-        allocated, 0,
-        "{allocated} heap allocations during {counted} async I/Os under block_on"
-    );
+    });
 
     // The handle's executor: 32 readers spawned (one allocation each, not
     // counted), run by block_on.
@@ -218,30 +207,9 @@ fn async_steady_state_io_allocates_nothing() {
     let readers: Vec<_> = (0..32)
         .map(|_| ring.spawn(reader(ring.clone(), t, done.clone(), stop.clone())))
         .collect();
-    let run_spawned = |n: u64| {
-        let target = done.get() + n;
-        ring.block_on(std::future::poll_fn(|cx| {
-            if done.get() >= target {
-                Poll::Ready(())
-            } else {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-        }));
-    };
-    run_spawned(20_000);
-    COUNT_HERE.with(|c| c.set(true));
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let first = done.get();
-    run_spawned(128_000);
-    let counted = done.get() - first;
-    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    COUNT_HERE.with(|c| c.set(false));
-    assert!(counted >= 128_000);
-    assert_eq!(
-        allocated, 0,
-        "{allocated} heap allocations during {counted} async I/Os on spawned tasks"
-    );
+    assert_allocates_nothing("on spawned tasks", 128_000, &done, |n| {
+        ring.block_on(reached(&done, done.get() + n));
+    });
     stop.set(true);
     ring.block_on(futures::future::join_all(readers));
     assert_eq!(ring.tasks(), 0);
