@@ -354,6 +354,7 @@ impl Tasks {
         let task = self.task_ref(index, generation);
         let waker = std::mem::ManuallyDrop::new(task.waker());
         let mut cx = Context::from_waker(&waker);
+        // A panic out of this poll is cleaned up by `Running`'s drop.
         self.polling.set(task.to_data());
         let poll = future.as_mut().poll(&mut cx);
         self.polling.set(NOT_POLLING);
@@ -362,18 +363,23 @@ impl Tasks {
                 self.queue.borrow_mut().slots[index as usize].future = Some(future);
             }
             Poll::Ready(()) => {
-                {
-                    let mut queue = self.queue.borrow_mut();
-                    let slot = &mut queue.slots[index as usize];
-                    slot.generation = slot.generation.wrapping_add(1);
-                    slot.queued = false;
-                    queue.free.push(index);
-                }
-                self.live.set(self.live.get() - 1);
+                self.free_slot(index);
                 // Its captures (handles, buffers) go now, outside any borrow.
                 drop(future);
             }
         }
+    }
+
+    /// A finished (or panicked) task's slot goes back to the free list.
+    fn free_slot(&self, index: u32) {
+        {
+            let mut queue = self.queue.borrow_mut();
+            let slot = &mut queue.slots[index as usize];
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.queued = false;
+            queue.free.push(index);
+        }
+        self.live.set(self.live.get() - 1);
     }
 
     /// Polls `block_on`'s own future with its waker.
@@ -381,9 +387,9 @@ impl Tasks {
         let task = self.task_ref(MAIN, 0);
         let waker = std::mem::ManuallyDrop::new(task.waker());
         let mut cx = Context::from_waker(&waker);
-        let previous = self.polling.replace(task.to_data());
+        self.polling.set(task.to_data());
         let poll = future.poll(&mut cx);
-        self.polling.set(previous);
+        self.polling.set(NOT_POLLING);
         poll
     }
 
@@ -405,7 +411,7 @@ impl Tasks {
             previous.is_null(),
             "spdk-ring: AsyncRing::block_on called inside block_on on the same thread"
         );
-        Running { _tasks: self }
+        Running { tasks: self }
     }
 
     /// Drops every unfinished task (their captures with them).
@@ -439,14 +445,25 @@ impl Drop for Tasks {
     }
 }
 
-/// Clears [`RUNNING`] when `block_on` returns or unwinds.
+/// Clears [`RUNNING`] when `block_on` returns or unwinds. Unwinding from
+/// a task's poll (the task panicked), it also clears the polling mark and
+/// frees the task's slot (the unwind dropped its future), so the executor
+/// is consistent for the next `block_on`; the hot path pays nothing.
 pub(super) struct Running<'a> {
-    _tasks: &'a Tasks,
+    tasks: &'a Tasks,
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         RUNNING.with(|running| running.set(std::ptr::null()));
+        let tasks = self.tasks;
+        let polled = tasks.polling.replace(NOT_POLLING);
+        if polled != NOT_POLLING {
+            let task = TaskRef::from_data(polled);
+            if task.index != MAIN {
+                tasks.free_slot(task.index);
+            }
+        }
     }
 }
 
@@ -543,6 +560,29 @@ mod tests {
         let mut handle = std::pin::pin!(handle);
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         assert_eq!(handle.as_mut().poll(&mut cx), Poll::Ready(7));
+    }
+
+    #[test]
+    fn a_task_that_panics_leaves_the_executor_consistent() {
+        let tasks = Tasks::new();
+        tasks.spawn(Box::pin(async { panic!("task panics") }));
+        // As in `block_on`: the guard lives where the panic ends.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _running = tasks.enter();
+            tasks.run_ready()
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(tasks.live(), 0, "the panicked task's slot is free");
+        assert!(
+            tasks.polling_task().is_none(),
+            "no task is marked as polled"
+        );
+        let (task, handle) = task_with_handle(async { 5 });
+        tasks.spawn(task);
+        assert_eq!(tasks.run_ready(), 1);
+        let mut handle = std::pin::pin!(handle);
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert_eq!(handle.as_mut().poll(&mut cx), Poll::Ready(5));
     }
 
     #[test]
