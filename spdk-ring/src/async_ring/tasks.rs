@@ -81,7 +81,7 @@ fn wake_raw(data: *const ()) {
         // `block_on` runs on this thread (set and cleared by `Running`),
         // so the executor is alive and on this thread.
         let tasks = unsafe { &*tasks };
-        if tasks.id & ((1 << EXECUTOR_BITS) - 1) != task.executor {
+        if tasks.id != task.executor {
             return false;
         }
         tasks.wake_here(task.index, task.generation);
@@ -113,7 +113,7 @@ fn wake_remote(task: TaskRef) {
         let inboxes = INBOXES.lock().unwrap_or_else(|e| e.into_inner());
         inboxes
             .iter()
-            .find(|(executor, _)| *executor & ((1 << EXECUTOR_BITS) - 1) == task.executor)
+            .find(|(executor, _)| *executor == task.executor)
             .and_then(|(_, inbox)| inbox.upgrade())
     };
     // No inbox: the executor is gone, and its tasks with it.
@@ -163,12 +163,22 @@ pub(super) struct Tasks {
 impl Tasks {
     pub(super) fn new() -> Tasks {
         static NEXT_ID: AtomicU32 = AtomicU32::new(0);
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) & ((1 << EXECUTOR_BITS) - 1);
         let inbox = Arc::new(Inbox::default());
-        INBOXES
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((id, Arc::downgrade(&inbox)));
+        let mut inboxes = INBOXES.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            inboxes.len() < 1 << EXECUTOR_BITS,
+            "spdk-ring: fewer than 2^{EXECUTOR_BITS} async handles at once"
+        );
+        // Live executors' numbers are unique (a waker carries only its low
+        // bits), so a wake from elsewhere can never reach the wrong one.
+        let id = loop {
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) & ((1 << EXECUTOR_BITS) - 1);
+            if inboxes.iter().all(|(live, _)| *live != id) {
+                break id;
+            }
+        };
+        inboxes.push((id, Arc::downgrade(&inbox)));
+        drop(inboxes);
         Tasks {
             id,
             queue: RefCell::new(Queue {
