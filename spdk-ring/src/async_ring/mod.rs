@@ -444,7 +444,8 @@ impl AsyncRing {
     }
 
     /// Drops every unfinished spawned task (the futures of their entries
-    /// in flight are dropped too, which cancels those entries).
+    /// in flight are dropped too, which cancels those entries). Their
+    /// [`JoinHandle`]s are woken and panic when polled: no output will come.
     pub fn drop_tasks(&self) {
         self.shared.tasks.clear();
     }

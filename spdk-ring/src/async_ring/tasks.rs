@@ -481,10 +481,18 @@ impl Drop for Running<'_> {
 struct JoinState<T> {
     output: Cell<Option<T>>,
     waiter: Cell<Option<Waker>>,
+    /// The task is gone: it returned (its output, if not taken yet, is in
+    /// `output`), or it was dropped unfinished.
+    ended: Cell<bool>,
 }
 
 /// Awaits a task spawned with [`AsyncRing::spawn`](super::AsyncRing::spawn):
 /// its output. Dropping it detaches the task (it runs on).
+///
+/// # Panics
+/// When polled after its task was dropped unfinished (by
+/// [`AsyncRing::drop_tasks`](super::AsyncRing::drop_tasks), or because it
+/// panicked): there is no output to wait for.
 #[must_use = "dropping a JoinHandle detaches its task"]
 pub struct JoinHandle<T> {
     state: Rc<JoinState<T>>,
@@ -494,12 +502,29 @@ impl<T> Future for JoinHandle<T> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.state.output.take() {
-            Some(output) => Poll::Ready(output),
-            None => {
-                self.state.waiter.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
+        if let Some(output) = self.state.output.take() {
+            return Poll::Ready(output);
+        }
+        assert!(
+            !self.state.ended.get(),
+            "spdk-ring: awaited a task that was dropped unfinished (drop_tasks, or it panicked)"
+        );
+        self.state.waiter.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// Ends a task for its [`JoinHandle`] however the task goes: returned,
+/// dropped unfinished, or unwound.
+struct Ending<T> {
+    state: Rc<JoinState<T>>,
+}
+
+impl<T> Drop for Ending<T> {
+    fn drop(&mut self) {
+        self.state.ended.set(true);
+        if let Some(waiter) = self.state.waiter.take() {
+            waiter.wake();
         }
     }
 }
@@ -511,16 +536,16 @@ pub(super) fn task_with_handle<T: 'static>(
     let state = Rc::new(JoinState {
         output: Cell::new(None),
         waiter: Cell::new(None),
+        ended: Cell::new(false),
     });
     let handle = JoinHandle {
         state: state.clone(),
     };
+    let ending = Ending { state };
     let task = Box::pin(async move {
+        let ending = ending;
         let output = future.await;
-        state.output.set(Some(output));
-        if let Some(waiter) = state.waiter.take() {
-            waiter.wake();
-        }
+        ending.state.output.set(Some(output));
     });
     (task, handle)
 }
@@ -593,6 +618,32 @@ mod tests {
         let mut handle = std::pin::pin!(handle);
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         assert_eq!(handle.as_mut().poll(&mut cx), Poll::Ready(5));
+    }
+
+    #[test]
+    fn a_join_handle_of_a_dropped_task_panics_instead_of_waiting_for_ever() {
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let tasks = Tasks::new();
+        let _running = tasks.enter();
+        let (task, handle) = task_with_handle(std::future::pending::<u8>());
+        tasks.spawn(task);
+        assert_eq!(tasks.run_ready(), 1);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut handle = Box::pin(handle);
+        assert!(handle.as_mut().poll(&mut cx).is_pending());
+        tasks.clear();
+        assert!(flag.0.load(Ordering::Relaxed), "the awaiting side is woken");
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = handle.as_mut().poll(&mut cx);
+        }));
+        assert!(polled.is_err(), "a dropped task's handle says so");
     }
 
     #[test]
