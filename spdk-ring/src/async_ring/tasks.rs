@@ -541,13 +541,29 @@ pub(super) fn task_with_handle<T: 'static>(
     let handle = JoinHandle {
         state: state.clone(),
     };
-    let ending = Ending { state };
-    let task = Box::pin(async move {
-        let ending = ending;
-        let output = future.await;
-        ending.state.output.set(Some(output));
+    let task = Box::pin(HandingOver {
+        future: Box::pin(future),
+        ending: Ending { state },
     });
     (task, handle)
+}
+
+/// A spawned task: its future, and where its output goes. The future is
+/// boxed apart so that this stays `Unpin` (no projection of a pin).
+struct HandingOver<F, T> {
+    future: Pin<Box<F>>,
+    ending: Ending<T>,
+}
+
+impl<F: Future<Output = T>, T> Future for HandingOver<F, T> {
+    type Output = ();
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let output = std::task::ready!(self.future.as_mut().poll(cx));
+        self.ending.state.output.set(Some(output));
+        Poll::Ready(())
+    }
 }
 
 #[cfg(test)]
