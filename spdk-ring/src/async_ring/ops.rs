@@ -401,11 +401,12 @@ impl OpTable {
             }
         };
         (slot.result, slot.flags) = done.raw_parts();
-        if done.is_lane() {
-            slot.buf = done.into_lane_buf();
-        } else {
-            slot.has_whole = true;
-            self.wholes[id.index as usize] = Some(done.into_owned());
+        match done.into_lane_buf() {
+            Ok(buf) => slot.buf = buf,
+            Err(core) => {
+                slot.has_whole = true;
+                self.wholes[id.index as usize] = Some(core.into_owned());
+            }
         }
         slot.phase = Phase::Completed;
         match std::mem::replace(&mut slot.waiter, Waiter::Nobody) {

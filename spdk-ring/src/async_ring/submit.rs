@@ -53,7 +53,7 @@ impl Submit {
     ) -> Poll<T> {
         if let Some((task, round)) = self.made_in.take() {
             let tasks = &self.shared.tasks;
-            if tasks.round() == round && tasks.is_polling_with(task, cx.waker()) {
+            if tasks.round() == round && tasks.polled_task(cx.waker()) == Some(task) {
                 return Poll::Pending;
             }
         }

@@ -22,43 +22,46 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
 
-/// Names a task in a waker: executor, slot, slot generation.
+/// Names a task: executor, slot, slot generation, packed in the one word
+/// a waker carries (so comparing two is comparing words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TaskRef {
-    executor: u32,
-    index: u32,
-    generation: u32,
-}
+pub(crate) struct TaskRef(usize);
 
 /// The slot `block_on`'s own future wakes (no spawned task has it).
 const MAIN: u32 = u32::MAX;
-/// Bits of the waker's data that carry the generation and the executor.
+/// Bits of the word that carry the generation and the executor.
 const GENERATION_BITS: u32 = 12;
 const EXECUTOR_BITS: u32 = 64 - 32 - GENERATION_BITS;
 
-// A waker's data is a u64 in a pointer-sized word.
+// The word is a u64 in a pointer-sized waker data word.
 const _: () = assert!(usize::BITS == 64, "spdk-ring supports 64-bit targets only");
 
 impl TaskRef {
-    fn to_data(self) -> usize {
-        let generation = u64::from(self.generation) & ((1 << GENERATION_BITS) - 1);
-        let executor = u64::from(self.executor) & ((1 << EXECUTOR_BITS) - 1);
-        ((executor << (32 + GENERATION_BITS)) | (generation << 32) | u64::from(self.index)) as usize
+    fn new(executor: u32, index: u32, generation: u32) -> TaskRef {
+        let generation = u64::from(generation) & ((1 << GENERATION_BITS) - 1);
+        let executor = u64::from(executor) & ((1 << EXECUTOR_BITS) - 1);
+        TaskRef(
+            ((executor << (32 + GENERATION_BITS)) | (generation << 32) | u64::from(index)) as usize,
+        )
     }
 
-    fn from_data(data: usize) -> TaskRef {
-        let data = data as u64;
-        TaskRef {
-            index: data as u32,
-            generation: ((data >> 32) & ((1 << GENERATION_BITS) - 1)) as u32,
-            executor: (data >> (32 + GENERATION_BITS)) as u32,
-        }
+    fn index(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The generation's low `GENERATION_BITS`.
+    fn generation(self) -> u32 {
+        ((self.0 as u64 >> 32) & ((1 << GENERATION_BITS) - 1)) as u32
+    }
+
+    fn executor(self) -> u32 {
+        (self.0 as u64 >> (32 + GENERATION_BITS)) as u32
     }
 
     fn waker(self) -> Waker {
         // SAFETY: the vtable's functions accept any data word (it is
         // decoded, never dereferenced), and clone/drop own nothing.
-        unsafe { Waker::from_raw(RawWaker::new(self.to_data() as *const (), &VTABLE)) }
+        unsafe { Waker::from_raw(RawWaker::new(self.0 as *const (), &VTABLE)) }
     }
 }
 
@@ -71,7 +74,7 @@ fn clone_raw(data: *const ()) -> RawWaker {
 fn drop_raw(_: *const ()) {}
 
 fn wake_raw(data: *const ()) {
-    let task = TaskRef::from_data(data as usize);
+    let task = TaskRef(data as usize);
     let woken_here = RUNNING.try_with(|running| {
         let tasks = running.get();
         if tasks.is_null() {
@@ -81,10 +84,10 @@ fn wake_raw(data: *const ()) {
         // `block_on` runs on this thread (set and cleared by `Running`),
         // so the executor is alive and on this thread.
         let tasks = unsafe { &*tasks };
-        if tasks.id != task.executor {
+        if tasks.id != task.executor() {
             return false;
         }
-        tasks.wake_here(task.index, task.generation);
+        tasks.wake_here(task.index(), task.generation());
         true
     });
     if woken_here != Ok(true) {
@@ -113,7 +116,7 @@ fn wake_remote(task: TaskRef) {
         let inboxes = INBOXES.lock().unwrap_or_else(|e| e.into_inner());
         inboxes
             .iter()
-            .find(|(executor, _)| *executor == task.executor)
+            .find(|(executor, _)| *executor == task.executor())
             .and_then(|(_, inbox)| inbox.upgrade())
     };
     // No inbox: the executor is gone, and its tasks with it.
@@ -201,21 +204,13 @@ impl Tasks {
 
     #[inline]
     fn task_ref(&self, index: u32, generation: u32) -> TaskRef {
-        TaskRef {
-            executor: self.id,
-            index,
-            generation: generation & ((1 << GENERATION_BITS) - 1),
-        }
+        TaskRef::new(self.id, index, generation)
     }
 
     /// The task being polled, if `waker` is its own waker.
     #[inline]
     pub(crate) fn polled_task(&self, waker: &Waker) -> Option<TaskRef> {
-        let data = self.polling.get();
-        if data == NOT_POLLING {
-            return None;
-        }
-        let task = TaskRef::from_data(data);
+        let task = self.polling_task()?;
         std::mem::ManuallyDrop::new(task.waker())
             .will_wake(waker)
             .then_some(task)
@@ -225,14 +220,7 @@ impl Tasks {
     #[inline]
     pub(crate) fn polling_task(&self) -> Option<TaskRef> {
         let data = self.polling.get();
-        (data != NOT_POLLING).then(|| TaskRef::from_data(data))
-    }
-
-    /// Whether `task` is being polled, with its own waker.
-    #[inline]
-    pub(crate) fn is_polling_with(&self, task: TaskRef, waker: &Waker) -> bool {
-        self.polling.get() == task.to_data()
-            && std::mem::ManuallyDrop::new(task.waker()).will_wake(waker)
+        (data != NOT_POLLING).then_some(TaskRef(data))
     }
 
     /// Counts a ring round.
@@ -275,8 +263,8 @@ impl Tasks {
     /// Wakes a task of this executor (an op's completion came).
     #[inline]
     pub(crate) fn wake_task(&self, task: TaskRef) {
-        debug_assert_eq!(task.executor, self.id);
-        self.wake_here(task.index, task.generation);
+        debug_assert_eq!(task.executor(), self.id);
+        self.wake_here(task.index(), task.generation());
     }
 
     #[inline]
@@ -311,7 +299,7 @@ impl Tasks {
         let woken =
             std::mem::take(&mut *self.inbox.woken.lock().unwrap_or_else(|e| e.into_inner()));
         for task in woken {
-            self.wake_here(task.index, task.generation);
+            self.wake_here(task.index(), task.generation());
         }
     }
 
@@ -365,7 +353,7 @@ impl Tasks {
         let waker = std::mem::ManuallyDrop::new(task.waker());
         let mut cx = Context::from_waker(&waker);
         // A panic out of this poll is cleaned up by `Running`'s drop.
-        self.polling.set(task.to_data());
+        self.polling.set(task.0);
         let poll = future.as_mut().poll(&mut cx);
         self.polling.set(NOT_POLLING);
         match poll {
@@ -397,7 +385,7 @@ impl Tasks {
         let task = self.task_ref(MAIN, 0);
         let waker = std::mem::ManuallyDrop::new(task.waker());
         let mut cx = Context::from_waker(&waker);
-        self.polling.set(task.to_data());
+        self.polling.set(task.0);
         let poll = future.poll(&mut cx);
         self.polling.set(NOT_POLLING);
         poll
@@ -469,9 +457,9 @@ impl Drop for Running<'_> {
         let tasks = self.tasks;
         let polled = tasks.polling.replace(NOT_POLLING);
         if polled != NOT_POLLING {
-            let task = TaskRef::from_data(polled);
-            if task.index != MAIN {
-                tasks.free_slot(task.index);
+            let task = TaskRef(polled);
+            if task.index() != MAIN {
+                tasks.free_slot(task.index());
             }
         }
     }
@@ -572,12 +560,17 @@ mod tests {
 
     #[test]
     fn waker_data_round_trips() {
-        let task = TaskRef {
-            executor: (1 << EXECUTOR_BITS) - 1,
-            index: 0xFFFF_FFFE,
-            generation: (1 << GENERATION_BITS) - 1,
-        };
-        assert_eq!(TaskRef::from_data(task.to_data()), task);
+        let (executor, index, generation) = (
+            (1 << EXECUTOR_BITS) - 1,
+            0xFFFF_FFFE,
+            (1 << GENERATION_BITS) - 1,
+        );
+        let task = TaskRef::new(executor, index, generation);
+        assert_eq!(
+            (task.executor(), task.index(), task.generation()),
+            (executor, index, generation)
+        );
+        assert_eq!(TaskRef(task.0), task);
     }
 
     #[test]

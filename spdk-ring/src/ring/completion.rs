@@ -197,31 +197,22 @@ impl<'a> CompletionRef<'a> {
     }
 
     /// Pops a lane completion, handing back its buffer, all inlined (the
-    /// async layer's record loop). A core completion is popped with its
-    /// buffers dropped: the caller takes those with `into_owned` instead.
+    /// async layer's record loop); a core completion comes back untouched,
+    /// for `into_owned`.
     #[cfg(feature = "futures")]
     #[inline(always)]
-    pub(crate) fn into_lane_buf(self) -> Option<DmaBuf> {
-        let mut this = std::mem::ManuallyDrop::new(self);
-        match &mut this.source {
-            Source::Lane(lane, queue, slot) => {
-                let buf = lane.take_buf(*slot);
-                lane.pop_front(*slot);
-                queue.pop_outside();
-                buf
-            }
-            Source::Core(queue) => {
-                discard_core_front(queue);
-                None
-            }
+    pub(crate) fn into_lane_buf(self) -> Result<Option<DmaBuf>, CompletionRef<'a>> {
+        if !matches!(self.source, Source::Lane(..)) {
+            return Err(self);
         }
-    }
-
-    /// Whether this is a lane completion (its only buffer is `take_buf`'s).
-    #[cfg(feature = "futures")]
-    #[inline(always)]
-    pub(crate) fn is_lane(&self) -> bool {
-        matches!(self.source, Source::Lane(..))
+        let mut this = std::mem::ManuallyDrop::new(self);
+        let Source::Lane(lane, queue, slot) = &mut this.source else {
+            unreachable!("checked above")
+        };
+        let buf = lane.take_buf(*slot);
+        lane.pop_front(*slot);
+        queue.pop_outside();
+        Ok(buf)
     }
 
     /// The completion as an owned [`Completion`] (with every buffer not
