@@ -47,7 +47,6 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
     use perf::{Histogram, Pattern, Report};
     use spdk_ring::{clock, AsyncRing, BdevDesc, DmaBuf, Ring, Target};
     use std::cell::{Cell, RefCell};
-    use std::future::Future;
     use std::rc::Rc;
 
     let err = |e: spdk_ring::Error| e.to_string();
@@ -72,9 +71,8 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         errors: Cell<u64>,
         running: Cell<usize>,
         deadline: u64,
-        /// The clock, read once per round (as ringperf reads it once per
-        /// poll), so the harness costs what ringperf's does.
-        now: Cell<u64>,
+        /// Woken by the last slot to return.
+        all_returned: RefCell<Option<std::task::Waker>>,
     }
     let hz = clock::ticks_hz();
     let start = clock::ticks();
@@ -90,13 +88,14 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         errors: Cell::new(0),
         running: Cell::new(depth),
         deadline: start + o.seconds * hz,
-        now: Cell::new(start),
+        all_returned: RefCell::new(None),
     });
 
     /// One queue slot: an I/O in flight at all times until the deadline.
-    /// Times come from the round's clock read: an I/O starts when the last ended.
-    async fn slot(ring: AsyncRing, target: Target, job: Rc<Job>, mut buf: DmaBuf) {
-        let mut at = job.now.get();
+    /// Each completion reads the clock once (ringperf reads it once per
+    /// poll: the same at depth 1, more here at higher depths); an I/O
+    /// starts when the last ended.
+    async fn slot(ring: AsyncRing, target: Target, job: Rc<Job>, mut buf: DmaBuf, mut at: u64) {
         loop {
             let (offset, read) = job.pattern.borrow_mut().next();
             let (result, back) = if read {
@@ -104,7 +103,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
             } else {
                 ring.write(target, buf, offset).await
             };
-            let now = job.now.get();
+            let now = clock::ticks();
             job.latency.borrow_mut().record(now - at);
             if result.is_ok() {
                 job.ios.set(job.ios.get() + 1);
@@ -115,6 +114,11 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
             at = now;
             if now >= job.deadline {
                 job.running.set(job.running.get() - 1);
+                if job.running.get() == 0 {
+                    if let Some(main) = job.all_returned.borrow_mut().take() {
+                        main.wake();
+                    }
+                }
                 return;
             }
         }
@@ -123,17 +127,16 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
     let mut tasks = Vec::with_capacity(depth);
     for _ in 0..depth {
         let buf = DmaBuf::alloc(o.io_size, align).map_err(err)?;
-        tasks.push(slot(ring.clone(), target, job.clone(), buf));
+        tasks.push(slot(ring.clone(), target, job.clone(), buf, start));
     }
-    // Until every slot's task has returned (the drive task never does).
-    // Polled once per pass over the executor's woken tasks: the round's clock.
+    // Until every slot's task has returned (the drive task never does):
+    // polled at the start and when the last slot wakes it.
     let all_returned = || {
         std::future::poll_fn(|cx| {
-            job.now.set(clock::ticks());
             if job.running.get() == 0 {
                 std::task::Poll::Ready(())
             } else {
-                cx.waker().wake_by_ref();
+                *job.all_returned.borrow_mut() = Some(cx.waker().clone());
                 std::task::Poll::Pending
             }
         })
@@ -142,11 +145,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         Ok("block_on") => {
             // No executor: the slots joined in one future, run by block_on,
             // which polls it once after each round that completed something.
-            let mut all = std::pin::pin!(futures::future::join_all(tasks));
-            ring.block_on(std::future::poll_fn(|cx| {
-                job.now.set(clock::ticks());
-                all.as_mut().poll(cx)
-            }));
+            ring.block_on(futures::future::join_all(tasks));
         }
         Ok("spawn") | Err(_) => {
             // The handle's own executor: the slots spawned on the ring,

@@ -4,7 +4,7 @@
 //! of the entry its name says.
 
 use super::ops::OpDone;
-use super::submit::SubmitTaking;
+use super::submit::{Submit, SubmitTaking};
 use super::AsyncRing;
 use crate::blob::Blob;
 use crate::dma::DmaBuf;
@@ -27,16 +27,27 @@ fn with_bufs(mut done: OpDone<'_>) -> (Result<u64, IoFailure>, Vec<DmaBuf>) {
 }
 
 impl AsyncRing {
+    /// The op of the entry `make` builds with its `user_data`: a
+    /// convenience method's entry is built where it is pushed from, with
+    /// its tag (no flags to clear: the builders set none).
     #[inline(always)]
-    fn submit_buf(&self, entry: Entry) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        SubmitTaking::new(self.submit(entry), with_buf)
+    fn submit_made(&self, make: impl FnOnce(u64) -> Entry) -> Submit {
+        Submit::new(self.shared.clone(), make)
+    }
+
+    #[inline(always)]
+    fn submit_buf(
+        &self,
+        make: impl FnOnce(u64) -> Entry,
+    ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
+        SubmitTaking::new(self.submit_made(make), with_buf)
     }
 
     fn submit_bufs(
         &self,
-        entry: Entry,
+        make: impl FnOnce(u64) -> Entry,
     ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
-        SubmitTaking::new(self.submit(entry), with_bufs)
+        SubmitTaking::new(self.submit_made(make), with_bufs)
     }
 
     /// Reads `buf.len()` bytes at block `offset_blocks` of a bdev.
@@ -47,7 +58,11 @@ impl AsyncRing {
         buf: DmaBuf,
         offset_blocks: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(opcode::Read::new(target, buf, offset_blocks).build())
+        self.submit_buf(move |tag| {
+            opcode::Read::new(target, buf, offset_blocks)
+                .build()
+                .user_data(tag)
+        })
     }
 
     /// Writes `buf` at block `offset_blocks` of a bdev.
@@ -58,7 +73,11 @@ impl AsyncRing {
         buf: DmaBuf,
         offset_blocks: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(opcode::Write::new(target, buf, offset_blocks).build())
+        self.submit_buf(move |tag| {
+            opcode::Write::new(target, buf, offset_blocks)
+                .build()
+                .user_data(tag)
+        })
     }
 
     /// Scatter read into `bufs` (at most [`MAX_IOVECS`](crate::MAX_IOVECS)).
@@ -68,7 +87,11 @@ impl AsyncRing {
         bufs: Vec<DmaBuf>,
         offset_blocks: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
-        self.submit_bufs(opcode::Readv::new(target, bufs, offset_blocks).build())
+        self.submit_bufs(move |tag| {
+            opcode::Readv::new(target, bufs, offset_blocks)
+                .build()
+                .user_data(tag)
+        })
     }
 
     /// Gather write from `bufs` (at most [`MAX_IOVECS`](crate::MAX_IOVECS)).
@@ -78,7 +101,11 @@ impl AsyncRing {
         bufs: Vec<DmaBuf>,
         offset_blocks: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
-        self.submit_bufs(opcode::Writev::new(target, bufs, offset_blocks).build())
+        self.submit_bufs(move |tag| {
+            opcode::Writev::new(target, bufs, offset_blocks)
+                .build()
+                .user_data(tag)
+        })
     }
 
     /// Makes earlier writes to `num_blocks` blocks at `offset_blocks` durable.
@@ -88,7 +115,11 @@ impl AsyncRing {
         offset_blocks: u64,
         num_blocks: u64,
     ) -> impl Future<Output = Result<u64, IoFailure>> {
-        let op = self.submit(opcode::Flush::new(target, offset_blocks, num_blocks).build());
+        let op = self.submit_made(move |tag| {
+            opcode::Flush::new(target, offset_blocks, num_blocks)
+                .build()
+                .user_data(tag)
+        });
         SubmitTaking::new(op, |done: OpDone<'_>| done.result())
     }
 
@@ -100,7 +131,11 @@ impl AsyncRing {
         buf: DmaBuf,
         slba: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(opcode::NvmeRead::new(target, buf, slba).build())
+        self.submit_buf(move |tag| {
+            opcode::NvmeRead::new(target, buf, slba)
+                .build()
+                .user_data(tag)
+        })
     }
 
     /// Writes at `slba` of an NVMe namespace target.
@@ -110,7 +145,11 @@ impl AsyncRing {
         buf: DmaBuf,
         slba: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(opcode::NvmeWrite::new(target, buf, slba).build())
+        self.submit_buf(move |tag| {
+            opcode::NvmeWrite::new(target, buf, slba)
+                .build()
+                .user_data(tag)
+        })
     }
 
     /// Reads at io unit `offset_units` of a blob (its blobstore registered
@@ -122,7 +161,9 @@ impl AsyncRing {
         buf: DmaBuf,
         offset_units: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(opcode::BlobRead::new(target, blob, buf, offset_units).build())
+        // Built before: the future must not borrow the blob.
+        let entry = opcode::BlobRead::new(target, blob, buf, offset_units).build();
+        self.submit_buf(move |tag| entry.user_data(tag))
     }
 
     /// Writes at io unit `offset_units` of a blob.
@@ -133,6 +174,8 @@ impl AsyncRing {
         buf: DmaBuf,
         offset_units: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(opcode::BlobWrite::new(target, blob, buf, offset_units).build())
+        // Built before: the future must not borrow the blob.
+        let entry = opcode::BlobWrite::new(target, blob, buf, offset_units).build();
+        self.submit_buf(move |tag| entry.user_data(tag))
     }
 }

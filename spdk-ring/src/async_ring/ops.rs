@@ -117,11 +117,29 @@ struct OpSlot {
     has_whole: bool,
 }
 
+impl OpSlot {
+    /// Frees this slot (at `index`) onto the free list headed by `free`,
+    /// with a new generation.
+    #[inline]
+    fn free_onto(&mut self, index: u32, free: &mut u32) {
+        self.phase = Phase::Free;
+        // Never u32::MAX, so no op's user_data is CANCEL_USER_DATA.
+        self.generation = if self.generation >= u32::MAX - 1 {
+            0
+        } else {
+            self.generation + 1
+        };
+        self.next_free = *free;
+        *free = index;
+    }
+}
+
 /// An op's completion, read in its slot by the future that takes it.
 pub(crate) struct OpDone<'a> {
     id: OpId,
     slot: &'a mut OpSlot,
-    whole: &'a mut Option<Completion>,
+    /// The whole completion beside the slot, when it is not a lane's.
+    whole: Option<&'a mut Option<Completion>>,
 }
 
 impl OpDone<'_> {
@@ -133,23 +151,26 @@ impl OpDone<'_> {
     /// The buffer of a single-buffer entry.
     #[inline]
     pub(crate) fn take_buf(&mut self) -> Option<DmaBuf> {
-        match self.whole {
+        match &mut self.whole {
             None => self.slot.buf.take(),
-            Some(whole) => whole.take_buf(),
+            Some(whole) => whole.as_mut()?.take_buf(),
         }
     }
 
     /// The buffers of any entry (one for a single-buffer entry).
     pub(crate) fn take_bufs(&mut self) -> Vec<DmaBuf> {
-        match self.whole {
+        match &mut self.whole {
             None => self.slot.buf.take().into_iter().collect(),
-            Some(whole) => whole.take_bufs(),
+            Some(whole) => whole
+                .as_mut()
+                .map(Completion::take_bufs)
+                .unwrap_or_default(),
         }
     }
 
     /// The whole completion, with everything not taken yet.
     pub(crate) fn into_completion(self) -> Completion {
-        match self.whole.take() {
+        match self.whole.and_then(Option::take) {
             Some(whole) => whole,
             None => Completion::from_parts(
                 self.id.user_data(),
@@ -301,15 +322,7 @@ impl OpTable {
     #[inline]
     fn release(&mut self, index: u32) {
         let slot = &mut self.slots[index as usize];
-        slot.phase = Phase::Free;
-        // Never u32::MAX, so no op's user_data is CANCEL_USER_DATA.
-        slot.generation = if slot.generation >= u32::MAX - 1 {
-            0
-        } else {
-            slot.generation + 1
-        };
-        slot.next_free = self.free;
-        self.free = index;
+        slot.free_onto(index, &mut self.free);
         self.live -= 1;
     }
 
@@ -334,7 +347,11 @@ impl OpTable {
             }
             return None;
         }
-        let whole = &mut self.wholes[id.index as usize];
+        let whole = if slot.has_whole {
+            Some(&mut self.wholes[id.index as usize])
+        } else {
+            None
+        };
         let output = take(OpDone { id, slot, whole });
         let slot = &mut self.slots[id.index as usize];
         // What `take` left (buffers of another shape) goes with the op.
@@ -342,10 +359,9 @@ impl OpTable {
             slot.has_whole = false;
             self.wholes[id.index as usize] = None;
         }
-        if slot.buf.is_some() {
-            slot.buf = None;
-        }
-        self.release(id.index);
+        slot.buf = None;
+        slot.free_onto(id.index, &mut self.free);
+        self.live -= 1;
         self.stats.completed += 1;
         Some(output)
     }

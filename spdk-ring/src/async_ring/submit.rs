@@ -28,11 +28,12 @@ pub struct Submit {
 }
 
 impl Submit {
+    /// Takes an op and pushes the entry `make` builds with its `user_data`.
     #[inline(always)]
-    pub(super) fn new(shared: Shared, entry: Entry) -> Submit {
+    pub(super) fn new(shared: Shared, make: impl FnOnce(u64) -> Entry) -> Submit {
         let task = shared.tasks.polling_task();
         let waiter = task.map_or(Waiter::Nobody, Waiter::Task);
-        let id = shared.borrow_mut().submit(entry, waiter);
+        let id = shared.borrow_mut().submit(make, waiter);
         let made_in = task.map(|task| (task, shared.tasks.round()));
         Submit {
             shared,
