@@ -105,7 +105,7 @@ mod async_job {
     use spdk_ring::{AsyncRing, BdevDesc, DmaBuf, Ring, Target};
     use std::cell::{Cell, RefCell};
     use std::rc::Rc;
-    use std::task::Poll;
+    use std::task::{Poll, Waker};
     use std::time::{Duration, Instant};
 
     pub struct AsyncJob {
@@ -115,14 +115,32 @@ mod async_job {
         depth: usize,
     }
 
-    /// Ready once every reader has returned; until then it asks to be
-    /// polled again at every pass.
-    fn all_returned(running: &Cell<usize>) -> impl std::future::Future<Output = ()> + '_ {
+    /// Readers not returned yet, and who waits for the last.
+    struct Running {
+        readers: Cell<usize>,
+        waiter: RefCell<Option<Waker>>,
+    }
+
+    impl Running {
+        fn returned(&self) {
+            self.readers.set(self.readers.get() - 1);
+            if self.readers.get() == 0 {
+                if let Some(waiter) = self.waiter.borrow_mut().take() {
+                    waiter.wake();
+                }
+            }
+        }
+    }
+
+    /// Ready once every reader has returned; woken by the last (a future
+    /// that asked to be polled at every pass would add its own cost to
+    /// every round).
+    fn all_returned(running: &Running) -> impl std::future::Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
-            if running.get() == 0 {
+            if running.readers.get() == 0 {
                 Poll::Ready(())
             } else {
-                cx.waker().wake_by_ref();
+                *running.waiter.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             }
         })
@@ -133,7 +151,7 @@ mod async_job {
         ring: AsyncRing,
         target: Target,
         left: Rc<Cell<u64>>,
-        running: Rc<Cell<usize>>,
+        running: Rc<Running>,
         bufs: Rc<RefCell<Vec<DmaBuf>>>,
         mut lba: u64,
     ) {
@@ -146,7 +164,7 @@ mod async_job {
             buf = back;
         }
         bufs.borrow_mut().push(buf);
-        running.set(running.get() - 1);
+        running.returned();
     }
 
     impl AsyncJob {
@@ -164,11 +182,12 @@ mod async_job {
             }
         }
 
-        fn readers(
-            &self,
-            ios: u64,
-        ) -> (Rc<Cell<usize>>, Vec<impl std::future::Future<Output = ()>>) {
-            let (left, running) = (Rc::new(Cell::new(ios)), Rc::new(Cell::new(self.depth)));
+        fn readers(&self, ios: u64) -> (Rc<Running>, Vec<impl std::future::Future<Output = ()>>) {
+            let left = Rc::new(Cell::new(ios));
+            let running = Rc::new(Running {
+                readers: Cell::new(self.depth),
+                waiter: RefCell::default(),
+            });
             let readers = (0..self.depth)
                 .map(|i| {
                     reader(

@@ -71,6 +71,9 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         errors: Cell<u64>,
         running: Cell<usize>,
         deadline: u64,
+        /// The round's clock: (the poll's own timestamp, `clock::ticks()`
+        /// read at the round's first completion).
+        round_clock: Cell<(u64, u64)>,
         /// Woken by the last slot to return.
         all_returned: RefCell<Option<std::task::Waker>>,
     }
@@ -88,13 +91,26 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
         errors: Cell::new(0),
         running: Cell::new(depth),
         deadline: start + o.seconds * hz,
+        round_clock: Cell::new((0, start)),
         all_returned: RefCell::new(None),
     });
 
+    /// The clock, read once per ring round, as ringperf reads it once per
+    /// poll: the first completion of a round (told apart by the poll's own
+    /// timestamp, which costs no counter read) reads it for all.
+    fn round_now(job: &Job) -> u64 {
+        let polled = clock::last_poll_ticks().expect("slots run on the ring's SPDK thread");
+        let (round, now) = job.round_clock.get();
+        if round == polled {
+            return now;
+        }
+        let now = clock::ticks();
+        job.round_clock.set((polled, now));
+        now
+    }
+
     /// One queue slot: an I/O in flight at all times until the deadline.
-    /// Each completion reads the clock once (ringperf reads it once per
-    /// poll: the same at depth 1, more here at higher depths); an I/O
-    /// starts when the last ended.
+    /// Times are the round's; an I/O starts when the last ended.
     async fn slot(ring: AsyncRing, target: Target, job: Rc<Job>, mut buf: DmaBuf, mut at: u64) {
         loop {
             let (offset, read) = job.pattern.borrow_mut().next();
@@ -103,7 +119,7 @@ fn run(o: &perf::Options) -> Result<perf::Report, String> {
             } else {
                 ring.write(target, buf, offset).await
             };
-            let now = clock::ticks();
+            let now = round_now(&job);
             job.latency.borrow_mut().record(now - at);
             if result.is_ok() {
                 job.ios.set(job.ios.get() + 1);

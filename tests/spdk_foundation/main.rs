@@ -343,6 +343,29 @@ mod threads {
     }
 
     #[test]
+    fn last_poll_ticks_is_the_time_of_the_thread_s_last_poll() {
+        use spdk_ring::clock;
+        fixture();
+        assert_eq!(clock::last_poll_ticks(), None, "no SPDK thread here yet");
+        let thread = SpdkThread::attach("clocked").unwrap();
+        let before = clock::ticks();
+        thread.poll();
+        let after = clock::ticks();
+        let polled = clock::last_poll_ticks().unwrap();
+        assert!(
+            before <= polled && polled <= after,
+            "{before} <= {polled} <= {after}"
+        );
+        // Not the counter: unchanged until the next poll.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(clock::last_poll_ticks(), Some(polled));
+        thread.poll();
+        assert!(clock::last_poll_ticks().unwrap() > polled);
+        drop(thread);
+        assert_eq!(clock::last_poll_ticks(), None);
+    }
+
+    #[test]
     fn one_spdk_thread_per_os_thread() {
         fixture();
         assert!(SpdkThread::current().is_none());
