@@ -1,9 +1,9 @@
 //! The `futures` feature against real SPDK: data round trips through every
 //! async method on malloc, NVMe/TCP (SPDK's `nvmf_tgt` as a child process)
 //! and blobs; many futures on a small ring; dropping futures in flight;
-//! timeouts; the ring's errnos; two executors and `block_on`. Every test
-//! name contains `async`, so `cargo test --features futures async` runs
-//! them all.
+//! timeouts; the ring's errnos; two executors, `block_on` and two handles
+//! on one executor. Every test name contains `async`, so
+//! `cargo test --features futures async` runs them all.
 
 #[path = "common/skipped.rs"]
 #[macro_use]
@@ -875,6 +875,54 @@ mod spawn {
         assert_eq!((stats.discarded, stats.discarded_buffers), (7, 7));
         assert_eq!(r.ring.pending(), 0);
         r.finish();
+    }
+
+    /// Two handles on one thread, one executor: a task of handle A awaits
+    /// ops of handle B, whose ring is driven by B's `drive` spawned on A.
+    /// B sees a foreign waker (A's task), takes the general `Waker` path,
+    /// and its completions wake A's task; the data round trips through
+    /// both rings.
+    #[test]
+    fn async_a_task_awaits_ops_of_another_handle_driven_on_its_executor() {
+        malloc("AsyncTwoHandles", 1024);
+        let a = rig(
+            "async-two-handles",
+            "AsyncTwoHandles",
+            OpenMode::ReadWrite,
+            8,
+        );
+        let desc_b = BdevDesc::open("AsyncTwoHandles", OpenMode::ReadWrite).unwrap();
+        let b = AsyncRing::new(Ring::new(8).unwrap());
+        let t_b = b.register_bdev(&desc_b).unwrap();
+        drop(a.ring.spawn(b.drive()));
+        let (ring_a, t_a, ring_b) = (a.ring.clone(), a.target, b.clone());
+        let task = a.ring.spawn(async move {
+            let mut matches = 0;
+            for i in 0..16u64 {
+                // Written through B, read back through A and through B.
+                let (written, _) = ring_b.write(t_b, pattern(512, i), i).await;
+                assert_eq!(written, Ok(512));
+                let (read, back) = ring_a.read(t_a, zeroed(512), i).await;
+                assert_eq!(read, Ok(512));
+                let (again, back_b) = ring_b.read(t_b, zeroed(512), i).await;
+                assert_eq!(again, Ok(512));
+                matches += usize::from(back[..] == pattern(512, i)[..] && back_b[..] == back[..]);
+            }
+            matches
+        });
+        let bounded = a.ring.timeout(Duration::from_secs(5), task);
+        assert_eq!(a.ring.block_on(bounded), Ok(16));
+        assert_eq!((b.stats().completed, a.ring.stats().completed), (32, 16));
+        // The drive task holds a handle of B: dropped, B comes back clean.
+        a.ring.drop_tasks();
+        let ring_b = b.into_inner(WAIT).expect("no future or handle of B left");
+        assert_eq!(
+            (ring_b.in_flight(), ring_b.sq_len(), ring_b.cq_len()),
+            (0, 0, 0)
+        );
+        drop(ring_b);
+        drop(desc_b);
+        a.finish();
     }
 
     /// An op future made in one task and awaited later (after rounds in
