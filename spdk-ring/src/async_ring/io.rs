@@ -27,25 +27,25 @@ fn with_bufs(mut done: OpDone<'_>) -> (Result<u64, IoFailure>, Vec<DmaBuf>) {
 }
 
 impl AsyncRing {
-    /// The op of the entry `make` builds with its `user_data`: a
-    /// convenience method's entry is built where it is pushed from, with
-    /// its tag (no flags to clear: the builders set none).
+    /// The op of the entry `make` builds: a convenience method's entry is
+    /// built where it is pushed from (no flags to clear: the builders set
+    /// none).
     #[inline(always)]
-    fn submit_made(&self, make: impl FnOnce(u64) -> Entry) -> Submit {
+    fn submit_made(&self, make: impl FnOnce() -> Entry) -> Submit {
         Submit::new(self.shared.clone(), make)
     }
 
     #[inline(always)]
     fn submit_buf(
         &self,
-        make: impl FnOnce(u64) -> Entry,
+        make: impl FnOnce() -> Entry,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
         SubmitTaking::new(self.submit_made(make), with_buf)
     }
 
     fn submit_bufs(
         &self,
-        make: impl FnOnce(u64) -> Entry,
+        make: impl FnOnce() -> Entry,
     ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
         SubmitTaking::new(self.submit_made(make), with_bufs)
     }
@@ -58,11 +58,7 @@ impl AsyncRing {
         buf: DmaBuf,
         offset_blocks: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(move |tag| {
-            opcode::Read::new(target, buf, offset_blocks)
-                .build()
-                .user_data(tag)
-        })
+        self.submit_buf(move || opcode::Read::new(target, buf, offset_blocks).build())
     }
 
     /// Writes `buf` at block `offset_blocks` of a bdev.
@@ -73,11 +69,7 @@ impl AsyncRing {
         buf: DmaBuf,
         offset_blocks: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(move |tag| {
-            opcode::Write::new(target, buf, offset_blocks)
-                .build()
-                .user_data(tag)
-        })
+        self.submit_buf(move || opcode::Write::new(target, buf, offset_blocks).build())
     }
 
     /// Scatter read into `bufs` (at most [`MAX_IOVECS`](crate::MAX_IOVECS)).
@@ -87,11 +79,7 @@ impl AsyncRing {
         bufs: Vec<DmaBuf>,
         offset_blocks: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
-        self.submit_bufs(move |tag| {
-            opcode::Readv::new(target, bufs, offset_blocks)
-                .build()
-                .user_data(tag)
-        })
+        self.submit_bufs(move || opcode::Readv::new(target, bufs, offset_blocks).build())
     }
 
     /// Gather write from `bufs` (at most [`MAX_IOVECS`](crate::MAX_IOVECS)).
@@ -101,11 +89,7 @@ impl AsyncRing {
         bufs: Vec<DmaBuf>,
         offset_blocks: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, Vec<DmaBuf>)> {
-        self.submit_bufs(move |tag| {
-            opcode::Writev::new(target, bufs, offset_blocks)
-                .build()
-                .user_data(tag)
-        })
+        self.submit_bufs(move || opcode::Writev::new(target, bufs, offset_blocks).build())
     }
 
     /// Makes earlier writes to `num_blocks` blocks at `offset_blocks` durable.
@@ -115,11 +99,8 @@ impl AsyncRing {
         offset_blocks: u64,
         num_blocks: u64,
     ) -> impl Future<Output = Result<u64, IoFailure>> {
-        let op = self.submit_made(move |tag| {
-            opcode::Flush::new(target, offset_blocks, num_blocks)
-                .build()
-                .user_data(tag)
-        });
+        let op =
+            self.submit_made(move || opcode::Flush::new(target, offset_blocks, num_blocks).build());
         SubmitTaking::new(op, |done: OpDone<'_>| done.result())
     }
 
@@ -131,11 +112,7 @@ impl AsyncRing {
         buf: DmaBuf,
         slba: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(move |tag| {
-            opcode::NvmeRead::new(target, buf, slba)
-                .build()
-                .user_data(tag)
-        })
+        self.submit_buf(move || opcode::NvmeRead::new(target, buf, slba).build())
     }
 
     /// Writes at `slba` of an NVMe namespace target.
@@ -145,11 +122,7 @@ impl AsyncRing {
         buf: DmaBuf,
         slba: u64,
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
-        self.submit_buf(move |tag| {
-            opcode::NvmeWrite::new(target, buf, slba)
-                .build()
-                .user_data(tag)
-        })
+        self.submit_buf(move || opcode::NvmeWrite::new(target, buf, slba).build())
     }
 
     /// Reads at io unit `offset_units` of a blob (its blobstore registered
@@ -163,7 +136,7 @@ impl AsyncRing {
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
         // Built before: the future must not borrow the blob.
         let entry = opcode::BlobRead::new(target, blob, buf, offset_units).build();
-        self.submit_buf(move |tag| entry.user_data(tag))
+        self.submit_buf(move || entry)
     }
 
     /// Writes at io unit `offset_units` of a blob.
@@ -176,6 +149,6 @@ impl AsyncRing {
     ) -> impl Future<Output = (Result<u64, IoFailure>, DmaBuf)> {
         // Built before: the future must not borrow the blob.
         let entry = opcode::BlobWrite::new(target, blob, buf, offset_units).build();
-        self.submit_buf(move |tag| entry.user_data(tag))
+        self.submit_buf(move || entry)
     }
 }

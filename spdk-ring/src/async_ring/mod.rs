@@ -206,15 +206,15 @@ struct State {
 }
 
 impl State {
-    /// Takes an op, makes its entry with the op's `user_data` and pushes
-    /// it, or queues it behind those already waiting when the SQ is full.
-    /// The entry is made here, once its tag is known, so that it is built
-    /// where it is pushed from (an entry is large: a finished one passed
-    /// down and re-tagged was copied twice per I/O).
+    /// Takes an op, makes its entry, tags it with the op's `user_data` and
+    /// pushes it, or queues it behind those already waiting when the SQ is
+    /// full. The entry is made here so that it is built where it is pushed
+    /// from (an entry is large: a finished one passed down was copied twice
+    /// per I/O).
     #[inline(always)]
-    fn submit(&mut self, make: impl FnOnce(u64) -> Entry, waiter: Waiter) -> OpId {
+    fn submit(&mut self, make: impl FnOnce() -> Entry, waiter: Waiter) -> OpId {
         let id = self.ops.take(waiter);
-        let entry = make(id.user_data());
+        let entry = make().user_data(id.user_data());
         if self.unpushed.is_empty() {
             match self.ring.push(entry) {
                 Ok(()) => return id,
@@ -341,13 +341,13 @@ impl AsyncRing {
     /// `SKIP_SUCCESS` are cleared (see [`submit_linked`](Self::submit_linked)).
     #[inline(always)]
     pub fn submit(&self, entry: Entry) -> Submit {
-        Submit::new(self.shared.clone(), |user_data| {
+        Submit::new(self.shared.clone(), || {
             // A future resolves on its completion: SKIP_SUCCESS would leave
             // it waiting for ever; chains go through `submit_linked`.
             let flags = entry
                 .get_flags()
                 .difference(crate::EntryFlags::LINK | crate::EntryFlags::SKIP_SUCCESS);
-            entry.flags(flags).user_data(user_data)
+            entry.flags(flags)
         })
     }
 

@@ -28,9 +28,9 @@ pub struct Submit {
 }
 
 impl Submit {
-    /// Takes an op and pushes the entry `make` builds with its `user_data`.
+    /// Takes an op and pushes the entry `make` builds, tagged with the op.
     #[inline(always)]
-    pub(super) fn new(shared: Shared, make: impl FnOnce(u64) -> Entry) -> Submit {
+    pub(super) fn new(shared: Shared, make: impl FnOnce() -> Entry) -> Submit {
         let task = shared.tasks.polling_task();
         let waiter = task.map_or(Waiter::Nobody, Waiter::Task);
         let id = shared.borrow_mut().submit(make, waiter);
